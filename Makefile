@@ -1,0 +1,48 @@
+# linreg-flow: `make run` and `make test` set everything up from nothing.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip --disable-pip-version-check
+PORT ?= 4200
+
+# Prefect and matplotlib keep their state inside the project, never in $HOME.
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DO_NOT_TRACK := 1
+export MPLCONFIGDIR ?= $(CURDIR)/.mplconfig
+export MPLBACKEND := Agg
+
+.PHONY: install install-dev run test server bench clean
+
+# The stamp files make `make install` a no-op while pyproject.toml and constraints.txt are unchanged.
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) install -q -c constraints.txt -e .
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed
+	$(PIP) install -q -c constraints.txt -e ".[dev]"
+	touch $@
+
+install: $(VENV)/.installed
+
+install-dev: $(VENV)/.installed-dev
+
+run: install
+	@$(BIN)/linreg run data/seed.csv
+
+test: install-dev
+	$(BIN)/python -m pytest -q
+
+server: install
+	@echo "Prefect UI: http://127.0.0.1:$(PORT)  (Ctrl-C stops it)"
+	exec $(BIN)/prefect server start --host 127.0.0.1 --port $(PORT)
+
+bench: install-dev
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) .prefect .mplconfig .pytest_cache

@@ -1,0 +1,1 @@
+"""Orchestration of linreg-flow: the Prefect flow, its schedule and the `linreg` command line."""

@@ -1,0 +1,146 @@
+"""The `linreg` command line: run, versions, serve (typer; logs on stderr, results on stdout)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import click
+import typer
+
+from tasks.errors import UserInputError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None, help="Exact least squares against torch gradient descent.")
+
+# The options shared by `run` and `serve`, as typer annotations.
+Data = Annotated[Path, typer.Argument(help="A .csv file, a .parquet file or a folder of .parquet files.")]
+Target = Annotated[str, typer.Option(help="Target column.")]
+Features = Annotated[Optional[str], typer.Option(help="Comma-separated feature columns (default: every other numeric column).")]
+Degree = Annotated[int, typer.Option(help="Polynomial degree in the single feature.")]
+NoIntercept = Annotated[bool, typer.Option("--no-intercept", help="Fit without an intercept.")]
+OptimizerOpt = Annotated[str, typer.Option(help="sgd, momentum, adam or lbfgs.")]
+Lr = Annotated[str, typer.Option(help="Learning rate, or 'auto' (1/L from the design's spectrum).")]
+Epochs = Annotated[int, typer.Option(help="Upper bound on training epochs.")]
+BatchSize = Annotated[Optional[int], typer.Option(help="Mini-batch size (default: full batch).")]
+Tol = Annotated[float, typer.Option(help="Stop when the relative loss change is <= tol; 0 disables it.")]
+Standardize = Annotated[bool, typer.Option("--standardize/--no-standardize", help="Standardize inside training.")]
+Seed = Annotated[int, typer.Option(help="Seed of the local torch generator.")]
+Device = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
+Dtype = Annotated[str, typer.Option(help="float32 or float64.")]
+Rtol = Annotated[Optional[float], typer.Option(help="Relative tolerance of the converged verdict (default 1e-6, float32: 1e-4).")]
+ArtifactsDir = Annotated[Path, typer.Option(help="Where version folders are written.")]
+DataDir = Annotated[Path, typer.Option(help="Where validated/<sha256>.parquet is stored.")]
+
+
+def _config(data: Path, target: str, features: str | None, degree: int, no_intercept: bool,
+            optimizer: str, lr: str, epochs: int, batch_size: int | None, tol: float,
+            standardize: bool, seed: int, device: str, dtype: str, rtol: float | None,
+            artifacts_dir: Path, data_dir: Path):
+    """Options -> RunConfig, checked before anything runs (a bad option is exit 2, nothing written)."""
+    from tasks.config import build_config
+
+    if lr != "auto":
+        try:
+            lr_value: float | str = float(lr)
+        except ValueError:
+            raise UserInputError(f"option --lr: expected a number or 'auto', got {lr!r}") from None
+    else:
+        lr_value = lr
+    names = None
+    if features is not None:
+        names = tuple(f.strip() for f in features.split(",") if f.strip())
+        if not names:
+            raise UserInputError(f"option --features: no column names in {features!r}")
+    for option, folder in (("--artifacts-dir", artifacts_dir), ("--data-dir", data_dir)):
+        if folder.exists() and not folder.is_dir():
+            raise UserInputError(f"option {option}: {folder} exists and is not a folder")
+    return build_config(
+        data=data, target=target, features=names, degree=degree, intercept=not no_intercept,
+        optimizer=optimizer, lr=lr_value, epochs=epochs, batch_size=batch_size, tol=tol,
+        standardize=standardize, seed=seed, device=device, dtype=dtype, rtol=rtol,
+        artifacts_dir=artifacts_dir, data_dir=data_dir,
+    )
+
+
+def _preflight(config) -> None:
+    """Load and validate outside Prefect, so bad input fails fast, in one line, before any write."""
+    from tasks.load import load_table
+    from tasks.sgd import resolve_device
+    from tasks.validate import validate_table
+
+    resolve_device(config.train.device)
+    validate_table(load_table(config.data), config.model)
+
+
+@app.command()
+def run(
+    data: Data = Path("data/seed.csv"), target: Target = "y", features: Features = None,
+    degree: Degree = 1, no_intercept: NoIntercept = False, optimizer: OptimizerOpt = "sgd",
+    lr: Lr = "auto", epochs: Epochs = 10_000, batch_size: BatchSize = None, tol: Tol = 1e-15,
+    standardize: Standardize = True, seed: Seed = 0, device: Device = "auto",
+    dtype: Dtype = "float64", rtol: Rtol = None,
+    artifacts_dir: ArtifactsDir = Path("artifacts"), data_dir: DataDir = Path("data"),
+) -> None:
+    """Run the pipeline once; the last line on stdout is the new version folder."""
+    config = _config(data, target, features, degree, no_intercept, optimizer, lr, epochs, batch_size,
+                     tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir)
+    _preflight(config)
+    from flows.regression import regression_flow
+
+    path = regression_flow(config=config)
+    sys.stderr.flush()
+    print(path, flush=True)
+
+
+@app.command()
+def versions(artifacts_dir: ArtifactsDir = Path("artifacts")) -> None:
+    """List the versions, newest first, with key figures."""
+    from flows.listing import print_versions
+
+    print_versions(artifacts_dir)
+
+
+@app.command()
+def serve(
+    data: Data = Path("data/seed.csv"), target: Target = "y", features: Features = None,
+    degree: Degree = 1, no_intercept: NoIntercept = False, optimizer: OptimizerOpt = "sgd",
+    lr: Lr = "auto", epochs: Epochs = 10_000, batch_size: BatchSize = None, tol: Tol = 1e-15,
+    standardize: Standardize = True, seed: Seed = 0, device: Device = "auto",
+    dtype: Dtype = "float64", rtol: Rtol = None,
+    artifacts_dir: ArtifactsDir = Path("artifacts"), data_dir: DataDir = Path("data"),
+    cron: Annotated[Optional[str], typer.Option(help="Cron schedule, e.g. '0 6 * * *'.")] = None,
+    interval: Annotated[Optional[float], typer.Option(help="Seconds between runs.")] = None,
+    name: Annotated[str, typer.Option(help="Deployment name.")] = "linreg-scheduled",
+) -> None:
+    """Serve the flow as a deployment on a schedule, against the Prefect API in PREFECT_API_URL."""
+    config = _config(data, target, features, degree, no_intercept, optimizer, lr, epochs, batch_size,
+                     tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir)
+    from flows.schedule import serve_flow
+
+    serve_flow(config, cron=cron, interval=interval, name=name)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: exit 0 on success, 2 on bad input (one line on stderr), 1 on any other failure."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="linreg", standalone_mode=False)
+    except UserInputError as exc:
+        print(f"linreg: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except click.UsageError as exc:
+        print(f"linreg: error: {exc.format_message()}", file=sys.stderr)
+        sys.exit(2)
+    except (click.Abort, KeyboardInterrupt):
+        print("linreg: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - the one place that turns failures into exit 1
+        if os.environ.get("LINREG_DEBUG"):
+            raise
+        print(f"linreg: failed: {type(exc).__name__}: {exc} (set LINREG_DEBUG=1 for a traceback)",
+              file=sys.stderr)
+        sys.exit(1)
+    sys.exit(code if isinstance(code, int) else 0)

@@ -1,0 +1,40 @@
+"""`linreg versions`: a table of version folders, newest first."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from tasks.artifacts import list_versions, read_version
+from tasks.errors import UserInputError
+
+
+def _num(value: object) -> str:
+    return f"{value:.6g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
+
+
+def print_versions(artifacts_dir: Path) -> None:
+    """Print one row per version: when, data, model, exact and SGD parameters, verdict."""
+    if artifacts_dir.exists() and not artifacts_dir.is_dir():
+        raise UserInputError(f"option --artifacts-dir: {artifacts_dir} is not a folder")
+    table = Table(title=f"versions in {artifacts_dir}", title_justify="left")
+    for column in ("version", "rows", "model", "exact params", "sgd params", "max rel diff",
+                   "epochs", "converged"):
+        table.add_column(column, overflow="fold")
+    for path in reversed(list_versions(artifacts_dir)):
+        docs = read_version(path)
+        coef, comp, manifest = docs["coefficients"], docs["comparison"], docs["manifest"]
+        exact, sgd = coef.get("exact", {}), coef.get("sgd", {})
+        intercept = coef.get("intercept", False)
+        model = f"{coef.get('target', '?')} ~ {' + '.join((['1'] if intercept else []) + coef.get('terms', []))}"
+
+        def params(block: dict) -> str:
+            values = ([block.get("intercept")] if intercept else []) + list(block.get("coefficients", []))
+            return ", ".join(_num(v) for v in values)
+
+        table.add_row(path.name, _num(manifest.get("data", {}).get("rows")), model, params(exact),
+                      params(sgd), _num(comp.get("max_rel_diff")), _num(sgd.get("epochs")),
+                      {True: "yes", False: "no"}.get(comp.get("converged"), "?"))
+    Console(width=200 if not Console().is_terminal else None).print(table)

@@ -1,0 +1,71 @@
+"""The regression flow: load -> validate -> store -> (exact fit | SGD training) -> compare -> artifacts."""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager
+
+from prefect import flow, task
+
+from tasks.artifacts import publish_summary, write_artifacts
+from tasks.compare import compare_fits_task
+from tasks.config import RunConfig
+from tasks.exact import fit_exact_task
+from tasks.load import load_data
+from tasks.plots import make_plots
+from tasks.report import (coefficients_doc, comparison_doc, jsonable, loss_history_parquet,
+                          manifest_doc, summary_markdown, table_rows)
+from tasks.sgd import train_sgd_task
+from tasks.store import store_data
+from tasks.validate import validate_data
+
+
+@contextmanager
+def _timed(timings: dict[str, float], stage: str):
+    start = time.perf_counter()
+    yield
+    timings[stage] = time.perf_counter() - start
+
+
+@task(name="build-documents")
+def build_documents(design, exact, sgd, comparison) -> dict:
+    """Assemble coefficients.json, comparison.json and loss_history.parquet in memory."""
+    return {
+        "coefficients.json": coefficients_doc(design, exact, sgd, comparison),
+        "comparison.json": comparison_doc(comparison),
+        "loss_history.parquet": loss_history_parquet(sgd),
+    }
+
+
+@flow(name="linreg-regression", description="Exact least squares against torch gradient descent.")
+def regression_flow(config: RunConfig = RunConfig()) -> str:
+    """Run the whole pipeline once and return the absolute path of the new version directory."""
+    timings: dict[str, float] = {}
+    with _timed(timings, "load"):
+        table = load_data(str(config.data))
+    with _timed(timings, "validate"):
+        data = validate_data(table, config.model)
+    with _timed(timings, "store"):
+        stored = store_data(data.frame, str(config.data_dir), data.source)
+    # The exact fit and the training are independent: run them side by side.
+    exact_future = fit_exact_task.submit(data.design)
+    sgd_future = train_sgd_task.submit(data.design, config.train)
+    exact, sgd = exact_future.result(), sgd_future.result()
+    timings["exact"], timings["sgd"] = exact.seconds, sgd.seconds
+    with _timed(timings, "compare"):
+        comparison = compare_fits_task(data.design, exact, sgd, config.converged_rtol)
+    with _timed(timings, "plots"):
+        figures = make_plots(data.design, exact, sgd)
+    documents = build_documents(data.design, exact, sgd, comparison) | figures
+    manifest = manifest_doc(
+        parameters=jsonable(config.model_dump(mode="json")),
+        data={"source": data.source, "sha256": stored.sha256, "rows": stored.rows, "parquet": stored.path},
+        timings=timings,
+        device=sgd.device,
+    )
+    path = write_artifacts(str(config.artifacts_dir), stored.sha256, documents, manifest)
+    publish_summary(
+        summary_markdown(documents["coefficients.json"], comparison, path),
+        table_rows(documents["coefficients.json"], comparison, path.rsplit("/", 1)[-1]),
+    )
+    return path

@@ -1,0 +1,1 @@
+"""Pipeline steps of linreg-flow: pure functions first, thin Prefect tasks last, one module a step."""

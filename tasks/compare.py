@@ -1,0 +1,103 @@
+"""Compare step: how far the gradient-descent model is from the exact least-squares optimum."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from prefect import task
+
+from tasks.design import Design
+from tasks.exact import ExactFit
+from tasks.sgd import SGDResult
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """SGD against the exact fit, parameters compared over intercept and coefficients."""
+
+    max_abs_diff: float
+    max_rel_diff: float
+    exact_mse: float
+    sgd_mse: float
+    excess_mse: float
+    converged: bool
+    rtol: float
+    # Euclidean distance from the SGD parameters to the exact optimum, absolute and relative.
+    distance: float
+    relative_distance: float
+    epochs: int
+    stop_reason: str
+    # Epochs at which the measured linear rate of the loss would reach rtol; None when unknown.
+    epochs_needed_estimate: float | None
+    summary: str
+
+
+def estimate_epochs_needed(losses: np.ndarray, exact_mse: float, rel_diff: float, rtol: float) -> float | None:
+    """Extrapolate the excess loss e_k = loss_k - exact_mse, which gradient descent shrinks linearly.
+
+    Parameter error ~ sqrt(e), so reaching rtol from rel_diff needs e to fall by (rel_diff / rtol)^2;
+    the rate is fitted to the last half of the history.
+    """
+    excess = losses - exact_mse
+    tail = excess[len(excess) // 2:]
+    k = np.arange(len(excess))[len(excess) // 2:]
+    keep = tail > 0
+    if keep.sum() < 10 or not (rel_diff > 0 and np.isfinite(rel_diff)):
+        return None
+    slope = np.polyfit(k[keep], np.log(tail[keep]), 1)[0]  # log e_k ~ a + slope * k
+    if not slope < 0:
+        return math.inf
+    return float(len(losses) + 2 * math.log(rel_diff / rtol) / -slope)
+
+
+def compare_fits(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float) -> Comparison:
+    """Differences in parameters and in mean squared error, and the verdict."""
+    a, b = exact.params, sgd.params
+    diff = np.abs(b - a)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(a != 0, diff / np.abs(a), np.where(diff == 0, 0.0, np.inf))
+    max_abs = float(np.max(diff)) if np.all(np.isfinite(diff)) else math.inf
+    max_rel = float(np.max(rel)) if np.all(np.isfinite(rel)) else math.inf
+    with np.errstate(all="ignore"):
+        residual = design.y - design.matrix() @ b
+        sgd_mse = float(np.mean(residual**2))
+    distance = float(np.linalg.norm(b - a))
+    converged = bool(max_rel <= rtol) and not sgd.diverged
+    needed = None
+    if not converged and not sgd.diverged:
+        needed = estimate_epochs_needed(sgd.losses, exact.mse, max_rel, rtol)
+    if sgd.diverged:
+        summary = (f"SGD diverged at epoch {sgd.epochs} (lr {sgd.lr:.3g}); "
+                   "try a smaller --lr, --lr auto or --standardize")
+    elif converged:
+        summary = f"SGD reached the exact fit: max relative difference {max_rel:.3g} <= {rtol:.3g}"
+    else:
+        summary = (f"SGD did not converge in {sgd.epochs} epochs: max relative difference "
+                   f"{max_rel:.3g} > {rtol:.3g}; condition number {exact.condition_number_scaled:.3g} "
+                   "after scaling")
+        if needed is not None:
+            summary += ("; the loss is no longer falling" if math.isinf(needed)
+                        else f"; at its current rate it would need about {needed:.3g} epochs")
+    return Comparison(
+        max_abs_diff=max_abs,
+        max_rel_diff=max_rel,
+        exact_mse=exact.mse,
+        sgd_mse=sgd_mse,
+        excess_mse=sgd_mse - exact.mse,
+        converged=converged,
+        rtol=rtol,
+        distance=distance,
+        relative_distance=distance / float(np.linalg.norm(a)) if np.any(a) else math.inf,
+        epochs=sgd.epochs,
+        stop_reason=sgd.stop_reason,
+        epochs_needed_estimate=needed,
+        summary=summary,
+    )
+
+
+@task(name="compare-fits")
+def compare_fits_task(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float) -> Comparison:
+    """Compare the SGD model with the exact fit."""
+    return compare_fits(design, exact, sgd, rtol)

@@ -1,0 +1,105 @@
+"""Typed, frozen configuration of one pipeline run (pydantic: Prefect validates it as a flow parameter)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from tasks.errors import UserInputError
+
+Optimizer = Literal["sgd", "momentum", "adam", "lbfgs"]
+
+
+class ModelSpec(BaseModel):
+    """What to fit: y = b0 + sum_j b_j * term_j."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    target: str = "y"
+    # None: every numeric column other than the target, in file order.
+    features: tuple[str, ...] | None = None
+    # Polynomial degree in the single feature (terms x, x^2, ..., x^K); 1 is the straight line.
+    degree: int = Field(1, ge=1, le=30)
+    intercept: bool = True
+
+
+class TrainConfig(BaseModel):
+    """How torch trains the same model by gradient descent."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    optimizer: Optimizer = "sgd"
+    # "auto": 1/L with L the largest eigenvalue of the MSE Hessian, the largest safe step for GD.
+    lr: float | Literal["auto"] = "auto"
+    # An upper bound: training stops earlier once the loss stops changing (see tol).
+    epochs: int = Field(10_000, ge=1, le=100_000_000)
+    # None: full batch, as in the tutorial; deterministic gradient descent.
+    batch_size: int | None = Field(None, ge=1)
+    # Stop when (f_prev - f) / max(|f_prev|, |f|, 1) <= tol (scipy's ftol rule); 0 disables it.
+    # 1e-15 is about float64's resolution: training runs until the loss stops improving.
+    tol: float = Field(1e-15, ge=0)
+    # Standardize the design and target inside training; coefficients are mapped back.
+    standardize: bool = True
+    seed: int = Field(0, ge=0)
+    device: Literal["cpu", "cuda", "auto"] = "auto"
+    # float64 by default: the cross-check is against an exact answer, so precision matters.
+    dtype: Literal["float32", "float64"] = "float64"
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_lr(cls, value: float | str) -> float | str:
+        if value != "auto" and not (isinstance(value, float) and 0 < value < float("inf")):
+            raise ValueError(f"must be a positive finite number or 'auto', got {value!r}")
+        return value
+
+
+class RunConfig(BaseModel):
+    """One run of the pipeline: where the data is, what to fit, how to train, where outputs go."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    data: Path = Path("data/seed.csv")
+    model: ModelSpec = ModelSpec()
+    train: TrainConfig = TrainConfig()
+    artifacts_dir: Path = Path("artifacts")
+    data_dir: Path = Path("data")
+    # The comparison calls SGD converged when every parameter is within this relative error of
+    # the exact one. None: 1e-6 for float64, 1e-4 for float32 (about 1000 ulp of float32).
+    rtol: float | None = Field(None, gt=0, lt=1)
+
+    @property
+    def converged_rtol(self) -> float:
+        """The relative tolerance the verdict uses."""
+        if self.rtol is not None:
+            return self.rtol
+        return 1e-6 if self.train.dtype == "float64" else 1e-4
+
+
+# Option names as the CLI spells them, for error messages.
+_OPTION_NAMES = {
+    "batch_size": "--batch-size",
+    "artifacts_dir": "--artifacts-dir",
+    "data_dir": "--data-dir",
+}
+
+
+def build_config(**options: object) -> RunConfig:
+    """Build a RunConfig from flat CLI-style options, raising UserInputError naming the bad option."""
+    model_keys = set(ModelSpec.model_fields)
+    train_keys = set(TrainConfig.model_fields)
+    model = {k: v for k, v in options.items() if k in model_keys and v is not None}
+    train = {k: v for k, v in options.items() if k in train_keys and v is not None}
+    if options.get("batch_size") is None:
+        train.pop("batch_size", None)
+    top = {k: v for k, v in options.items() if k not in model_keys | train_keys and v is not None}
+    try:
+        return RunConfig(model=ModelSpec(**model), train=TrainConfig(**train), **top)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        name = str(err["loc"][0]) if err["loc"] else "?"
+        option = _OPTION_NAMES.get(name, "--" + name.replace("_", "-"))
+        raise UserInputError(
+            f"option {option}: {err['msg']} (got {err.get('input')!r})"
+        ) from None

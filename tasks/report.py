@@ -1,0 +1,150 @@
+"""The documents of a version (coefficients, comparison, manifest, summary), built in memory."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import platform
+import sys
+from importlib import metadata
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from tasks.compare import Comparison
+from tasks.design import Design
+from tasks.exact import ExactFit
+from tasks.sgd import SGDResult
+
+PACKAGES = ("linreg-flow", "prefect", "torch", "numpy", "pandas", "pyarrow", "matplotlib", "pandera", "pydantic")
+
+
+def jsonable(value: object) -> object:
+    """Plain JSON values: numpy scalars to Python, non-finite floats to null (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
+
+
+def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison: Comparison) -> dict:
+    """coefficients.json: the contract's fields, exact and SGD side by side."""
+    return {
+        "target": design.target,
+        "terms": list(design.term_names),
+        "intercept": design.intercept,
+        "exact": {
+            "intercept": exact.intercept,
+            "coefficients": list(exact.coefficients),
+            "std_errors": {"intercept": exact.se_intercept, "coefficients": list(exact.se_coefficients)},
+            "r_squared": exact.r_squared,
+            "adj_r_squared": exact.adj_r_squared,
+            "residual_std": exact.residual_std,
+            "rss": exact.rss,
+            "dof": exact.dof,
+            "condition_number": exact.condition_number,
+            "condition_number_scaled": exact.condition_number_scaled,
+        },
+        "sgd": {
+            "intercept": sgd.intercept,
+            "coefficients": list(sgd.coefficients),
+            "epochs": sgd.epochs,
+            "final_loss": sgd.final_loss,
+            "converged": comparison.converged,
+            "stop_reason": sgd.stop_reason,
+            "optimizer": sgd.optimizer,
+            "lr": sgd.lr,
+            "momentum": sgd.momentum,
+            "device": sgd.device,
+            "dtype": sgd.dtype,
+        },
+    }
+
+
+def comparison_doc(comparison: Comparison) -> dict:
+    """comparison.json: every field of the Comparison."""
+    return dataclasses.asdict(comparison)
+
+
+def loss_history_parquet(sgd: SGDResult) -> bytes:
+    """loss_history.parquet: epoch (int64, from 1) and loss (float64, original units)."""
+    table = pa.table({
+        "epoch": pa.array(np.arange(1, len(sgd.losses) + 1, dtype=np.int64)),
+        "loss": pa.array(np.asarray(sgd.losses, dtype=np.float64)),
+    })
+    buffer = io.BytesIO()
+    pq.write_table(table, buffer)
+    return buffer.getvalue()
+
+
+def environment() -> dict:
+    """Versions of Python, the platform and the packages that shape the numbers."""
+    versions = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions}
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.10g}"
+
+
+def summary_markdown(doc: dict, comparison: Comparison, version_path: str) -> str:
+    """The Prefect UI's run summary: coefficients side by side, the verdict, where the files are."""
+    exact, sgd = doc["exact"], doc["sgd"]
+    names = (["intercept"] if doc["intercept"] else []) + doc["terms"]
+    ex = ([exact["intercept"]] if doc["intercept"] else []) + exact["coefficients"]
+    sg = ([sgd["intercept"]] if doc["intercept"] else []) + sgd["coefficients"]
+    lines = [
+        f"# linreg-flow: `{doc['target']}` on {', '.join(doc['terms'])}",
+        "",
+        f"**Verdict:** {'converged' if comparison.converged else 'not converged'}: {comparison.summary}",
+        "",
+        "| parameter | exact | SGD | abs. difference |",
+        "| --- | ---: | ---: | ---: |",
+    ]
+    for name, a, b in zip(names, ex, sg):
+        diff = abs(b - a) if a is not None and b is not None else None
+        lines.append(f"| {name} | {_fmt(a)} | {_fmt(b)} | {_fmt(diff)} |")
+    lines += [
+        "",
+        f"R² {_fmt(exact['r_squared'])} · residual SD {_fmt(exact['residual_std'])} · "
+        f"condition number {_fmt(exact['condition_number'])} "
+        f"({_fmt(exact['condition_number_scaled'])} scaled)",
+        f"SGD: {sgd['optimizer']}, lr {_fmt(sgd['lr'])}, {sgd['epochs']} epochs ({sgd['stop_reason']}), "
+        f"excess MSE {_fmt(comparison.excess_mse)}",
+        "",
+        f"Version folder: `{version_path}`",
+    ]
+    return "\n".join(lines)
+
+
+def table_rows(doc: dict, comparison: Comparison, version: str) -> list[dict]:
+    """One row per parameter, for the Prefect table artifact."""
+    names = (["intercept"] if doc["intercept"] else []) + doc["terms"]
+    ex = ([doc["exact"]["intercept"]] if doc["intercept"] else []) + doc["exact"]["coefficients"]
+    sg = ([doc["sgd"]["intercept"]] if doc["intercept"] else []) + doc["sgd"]["coefficients"]
+    return [
+        {"version": version, "parameter": n, "exact": a, "sgd": b, "converged": comparison.converged}
+        for n, a, b in zip(names, ex, sg)
+    ]
+
+
+def manifest_doc(parameters: dict, data: dict, timings: dict[str, float], device: str) -> dict:
+    """manifest.json without version, created_at and files, which the writer adds."""
+    env = environment()
+    env["device"] = device
+    return {"data": data, "parameters": parameters, "environment": env, "timings": timings}

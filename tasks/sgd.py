@@ -1,0 +1,250 @@
+"""SGD step: train torch.nn.Linear with MSELoss and a torch optimizer on the same design."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from prefect import task
+
+from tasks.config import TrainConfig
+from tasks.design import Design
+from tasks.errors import UserInputError
+
+# Epochs between host syncs: the loss of every epoch stays on the device until then. The first
+# checks come after 8, 16, 32, ... epochs, so a fit that converges at once stops early.
+CHUNK = 256
+FIRST_CHECK = 8
+# Training has diverged when the loss is not finite or grew by this factor over the first loss.
+EXPLODED = 1e12
+
+Progress = Callable[[int, int, float], None]
+
+
+@dataclass(frozen=True)
+class SGDResult:
+    """What training reached; coefficients mapped back to the data's original scale.
+
+    losses: (epochs,) full-data MSE in the target's original units, one per epoch run.
+    stop_reason: "tol" (loss stopped changing), "epochs" (ran out) or "diverged".
+    """
+
+    intercept: float | None
+    coefficients: tuple[float, ...]
+    epochs: int
+    final_loss: float
+    stop_reason: str
+    optimizer: str
+    lr: float
+    momentum: float | None
+    losses: np.ndarray
+    device: str
+    dtype: str
+    seconds: float = 0.0
+
+    @property
+    def diverged(self) -> bool:
+        return self.stop_reason == "diverged"
+
+    @property
+    def params(self) -> np.ndarray:
+        head = () if self.intercept is None else (self.intercept,)
+        return np.array(head + self.coefficients)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' is CUDA when torch sees a GPU, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserInputError("option --device cuda: torch sees no CUDA device here; use --device cpu or auto")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """x_std = (x - x_shift) / x_scale and y_std = (y - y_shift) / y_scale."""
+
+    x_shift: np.ndarray
+    x_scale: np.ndarray
+    y_shift: float
+    y_scale: float
+
+    @classmethod
+    def fit(cls, X: np.ndarray, y: np.ndarray, intercept: bool, standardize: bool) -> "Scaling":
+        p = X.shape[1]
+        if not standardize:
+            return cls(np.zeros(p), np.ones(p), 0.0, 1.0)
+        # Without an intercept there is nothing to absorb a shift: scale by the root mean square.
+        x_shift = X.mean(axis=0) if intercept else np.zeros(p)
+        y_shift = float(y.mean()) if intercept else 0.0
+        x_scale = np.sqrt(np.mean((X - x_shift) ** 2, axis=0))
+        y_scale = float(np.sqrt(np.mean((y - y_shift) ** 2)))
+        x_scale[x_scale == 0] = 1.0
+        return cls(x_shift, x_scale, y_shift, y_scale or 1.0)
+
+    def to_original(self, weight: np.ndarray, bias: float | None) -> tuple[float | None, np.ndarray]:
+        """y = y_shift + y_scale (b' + sum w'_j (x_j - shift_j) / scale_j) -> (b0, b)."""
+        coef = self.y_scale * weight / self.x_scale
+        if bias is None:
+            return None, coef
+        return float(self.y_shift + self.y_scale * bias - np.dot(coef, self.x_shift)), coef
+
+
+def auto_lr(A: np.ndarray, optimizer: str, batch_size: int | None) -> tuple[float, float | None]:
+    """Step size (and momentum) from the spectrum of the MSE Hessian H = 2/n A^T A.
+
+    sgd: 1/L, the largest step with monotone descent; momentum: Polyak's heavy-ball optimum
+    lr = 4 / (sqrt L + sqrt mu)^2, beta = ((sqrt k - 1) / (sqrt k + 1))^2 with k = L / mu;
+    mini-batches add the largest one-row curvature 2 max ||a_i||^2 / b to L.
+    """
+    n = A.shape[0]
+    s = np.linalg.svd(A, compute_uv=False)
+    L = 2.0 * s[0] ** 2 / n
+    mu = max(2.0 * s[-1] ** 2 / n, L * 1e-16)
+    if batch_size is not None and batch_size < n:
+        L += 2.0 * float(np.max(np.einsum("ij,ij->i", A, A))) / batch_size
+    if optimizer == "momentum":
+        root = math.sqrt(L / mu)
+        return 4.0 / (math.sqrt(L) + math.sqrt(mu)) ** 2, ((root - 1) / (root + 1)) ** 2
+    if optimizer == "adam":
+        return 1e-2, None  # Adam's steps are about lr in size, whatever the curvature.
+    if optimizer == "lbfgs":
+        return 1.0, None  # the strong-Wolfe line search picks the step length
+    return 1.0 / L, None
+
+
+def _make_optimizer(name: str, params, lr: float, momentum: float | None) -> torch.optim.Optimizer:
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr)
+    if name == "momentum":
+        return torch.optim.SGD(params, lr=lr, momentum=0.9 if momentum is None else momentum)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr)
+    # One L-BFGS iteration per epoch; our own tol decides when to stop.
+    # max_eval must be set: with max_iter=1 torch would allow the line search a single evaluation.
+    return torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=25, history_size=20, tolerance_grad=0.0,
+                             tolerance_change=0.0, line_search_fn="strong_wolfe")
+
+
+def init_linear(p: int, intercept: bool, generator: torch.Generator, dtype: torch.dtype) -> torch.nn.Linear:
+    """torch's own default init for nn.Linear, U(-1/sqrt(p), 1/sqrt(p)), drawn from a local generator."""
+    model = torch.nn.Linear(p, 1, bias=intercept, dtype=dtype)
+    with torch.no_grad():
+        torch.nn.init.kaiming_uniform_(model.weight, a=math.sqrt(5), generator=generator)
+        if intercept:
+            bound = 1.0 / math.sqrt(p)
+            torch.nn.init.uniform_(model.bias, -bound, bound, generator=generator)
+    return model
+
+
+def _first_stop(losses: np.ndarray, prev: float | None, tol: float) -> int | None:
+    """Index of the first epoch whose loss changed by <= tol (relative, scipy's ftol rule)."""
+    if tol <= 0:
+        return None
+    before = np.concatenate([[np.nan if prev is None else prev], losses[:-1]])
+    change = (before - losses) / np.maximum(np.maximum(np.abs(before), np.abs(losses)), 1.0)
+    hits = np.flatnonzero(np.abs(change) <= tol)
+    return int(hits[0]) if hits.size else None
+
+
+def train_sgd(design: Design, cfg: TrainConfig, progress: Progress | None = None) -> SGDResult:
+    """Train y ~ Linear(terms) by gradient descent; return coefficients on the original scale."""
+    start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    dtype = getattr(torch, cfg.dtype)
+    X, y, n = design.terms, design.y, design.n
+    scaling = Scaling.fit(X, y, design.intercept, cfg.standardize)
+    Xs = (X - scaling.x_shift) / scaling.x_scale
+    ys = (y - scaling.y_shift) / scaling.y_scale
+    A = np.column_stack([np.ones(n), Xs]) if design.intercept else Xs
+    lr, momentum = auto_lr(A, cfg.optimizer, cfg.batch_size) if cfg.lr == "auto" else (float(cfg.lr), None)
+    if cfg.optimizer == "momentum" and momentum is None:
+        momentum = 0.9  # the customary heavy-ball momentum when the step is given by hand
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    model = init_linear(X.shape[1], design.intercept, generator, dtype).to(device)
+    Xt = torch.as_tensor(Xs, dtype=dtype, device=device)
+    yt = torch.as_tensor(ys, dtype=dtype, device=device).unsqueeze(1)
+    loss_fn = torch.nn.MSELoss()
+    opt = _make_optimizer(cfg.optimizer, model.parameters(), lr, momentum)
+    batch = cfg.batch_size if cfg.batch_size is not None and cfg.batch_size < n else None
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(Xt), yt)
+        loss.backward()
+        return loss
+
+    losses = torch.empty(cfg.epochs, dtype=dtype, device=device)
+    stop, done, prev, first = "epochs", 0, None, None
+    checked, next_check = 0, min(FIRST_CHECK, cfg.epochs)
+    for epoch in range(cfg.epochs):
+        if batch is None:
+            # The loss is that of the parameters before this epoch's step, as in the tutorial.
+            losses[epoch] = (opt.step(closure) if cfg.optimizer == "lbfgs" else _step(opt, closure)).detach()
+        else:
+            order = torch.randperm(n, generator=generator).to(device)
+            total = torch.zeros((), dtype=dtype, device=device)
+            for lo in range(0, n, batch):
+                idx = order[lo:lo + batch]
+                opt.zero_grad(set_to_none=True)
+                loss = loss_fn(model(Xt[idx]), yt[idx])
+                loss.backward()
+                opt.step()
+                total += loss.detach() * len(idx)
+            losses[epoch] = total / n
+        done = epoch + 1
+        if done < next_check:
+            continue
+        chunk = losses[checked:done].double().cpu().numpy()  # one host sync a chunk
+        checked, next_check = done, min(done + min(done, CHUNK), cfg.epochs)
+        first = chunk[0] if first is None else first
+        bad = np.flatnonzero(~np.isfinite(chunk) | (chunk > EXPLODED * max(first, 1e-300)))
+        if bad.size:
+            stop, done = "diverged", done - len(chunk) + int(bad[0]) + 1
+            break
+        hit = _first_stop(chunk, prev, cfg.tol)
+        prev = float(chunk[-1])
+        if progress is not None:
+            progress(done, cfg.epochs, prev * scaling.y_scale**2)
+        if hit is not None:
+            stop = "tol"
+            break
+
+    with torch.no_grad():
+        final = float(loss_fn(model(Xt), yt)) * scaling.y_scale**2
+        weight = model.weight.detach().double().cpu().numpy()[0]
+        bias = float(model.bias.detach().double().cpu()[0]) if design.intercept else None
+    intercept, coef = scaling.to_original(weight, bias)
+    history = losses[:done].double().cpu().numpy() * scaling.y_scale**2
+    return SGDResult(
+        intercept=intercept,
+        coefficients=tuple(float(c) for c in coef),
+        epochs=done,
+        final_loss=final,
+        stop_reason=stop,
+        optimizer=cfg.optimizer,
+        lr=lr,
+        momentum=momentum if cfg.optimizer == "momentum" else None,
+        losses=history,
+        device=str(device),
+        dtype=cfg.dtype,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _step(opt: torch.optim.Optimizer, closure: Callable[[], torch.Tensor]) -> torch.Tensor:
+    loss = closure()
+    opt.step()
+    return loss
+
+
+@task(name="train-sgd")
+def train_sgd_task(design: Design, cfg: TrainConfig) -> SGDResult:
+    """Train the torch model by gradient descent."""
+    return train_sgd(design, cfg)

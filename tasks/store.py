@@ -1,0 +1,74 @@
+"""Store step: write the validated table once, as Parquet named by the SHA-256 of its content."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from prefect import task
+
+
+@dataclass(frozen=True)
+class StoredData:
+    """Where the validated table lives: path of validated/<sha256>.parquet, its hash, row count."""
+
+    path: str
+    sha256: str
+    rows: int
+
+
+def content_sha256(frame: pd.DataFrame) -> str:
+    """SHA-256 of the table's content: for each column, its name, then its float64 values (little-endian).
+
+    Independent of file format, encoding and Parquet writer version: same data, same hash.
+    """
+    digest = hashlib.sha256()
+    for name in frame.columns:
+        digest.update(str(name).encode("utf-8") + b"\x00")
+        digest.update(np.ascontiguousarray(frame[name].to_numpy(dtype="<f8")).tobytes())
+    return digest.hexdigest()
+
+
+def write_parquet_once(frame: pd.DataFrame, data_dir: Path, source: str) -> StoredData:
+    """Write frame to data_dir/validated/<sha256>.parquet unless it is there; atomic (temp + rename)."""
+    sha = content_sha256(frame)
+    folder = Path(data_dir) / "validated"
+    target = folder / f"{sha}.parquet"
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        provenance = {
+            "source": source,
+            "sha256": sha,
+            "rows": len(frame),
+            "columns": [str(c) for c in frame.columns],
+            "written_at": datetime.now(timezone.utc).isoformat(),
+            "writer": "linreg-flow",
+        }
+        meta = dict(table.schema.metadata or {})
+        meta[b"linreg_flow.provenance"] = json.dumps(provenance).encode()
+        table = table.replace_schema_metadata(meta)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".parquet")
+        os.close(fd)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    return StoredData(str(target.resolve()), sha, len(frame))
+
+
+@task(name="store-data")
+def store_data(frame: pd.DataFrame, data_dir: str, source: str) -> StoredData:
+    """Write the validated table to the data folder as content-addressed Parquet."""
+    return write_parquet_once(frame, Path(data_dir), source)
