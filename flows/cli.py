@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -35,6 +36,28 @@ ArtifactsDir = Annotated[Path, typer.Option(help="Where version folders are writ
 DataDir = Annotated[Path, typer.Option(help="Where validated/<sha256>.parquet is stored.")]
 
 
+def _check_writable_folder(option: str, folder: Path) -> None:
+    """The folder exists and is writable, or its nearest existing parent would let us create it."""
+    if folder.exists() and not folder.is_dir():
+        raise UserInputError(f"option {option}: {folder} exists and is not a folder")
+    existing = folder
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        what = "is not writable" if existing == folder else f"cannot be created in {existing}"
+        raise UserInputError(f"option {option}: {folder} {what}")
+
+
+def _prepare_output_folder(option: str, folder: Path) -> None:
+    """Create the folder and prove it writable (after the input passed every check)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UserInputError(f"option {option}: cannot write to {folder} ({exc.strerror})") from None
+
+
 def _config(data: Path, target: str, features: str | None, degree: int, no_intercept: bool,
             optimizer: str, lr: str, epochs: int, batch_size: int | None, tol: float,
             standardize: bool, seed: int, device: str, dtype: str, rtol: float | None,
@@ -55,8 +78,7 @@ def _config(data: Path, target: str, features: str | None, degree: int, no_inter
         if not names:
             raise UserInputError(f"option --features: no column names in {features!r}")
     for option, folder in (("--artifacts-dir", artifacts_dir), ("--data-dir", data_dir)):
-        if folder.exists() and not folder.is_dir():
-            raise UserInputError(f"option {option}: {folder} exists and is not a folder")
+        _check_writable_folder(option, folder)
     return build_config(
         data=data, target=target, features=names, degree=degree, intercept=not no_intercept,
         optimizer=optimizer, lr=lr_value, epochs=epochs, batch_size=batch_size, tol=tol,
@@ -73,6 +95,8 @@ def _preflight(config) -> None:
 
     resolve_device(config.train.device)
     validate_table(load_table(config.data), config.model)
+    _prepare_output_folder("--artifacts-dir", config.artifacts_dir)
+    _prepare_output_folder("--data-dir", config.data_dir)
 
 
 @app.command()
@@ -118,26 +142,40 @@ def serve(
     """Serve the flow as a deployment on a schedule, against the Prefect API in PREFECT_API_URL."""
     config = _config(data, target, features, degree, no_intercept, optimizer, lr, epochs, batch_size,
                      tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir)
+    _preflight(config)
     from flows.schedule import serve_flow
 
     serve_flow(config, cron=cron, interval=interval, name=name)
 
 
+def _is_click_error(exc: BaseException) -> bool:
+    """click's exceptions, and typer's own copy of them (typer vendors click), by their interface."""
+    return isinstance(exc, click.ClickException) or (
+        hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: exit 0 on success, 2 on bad input (one line on stderr), 1 on any other failure."""
+    # Offline by default: no usage analytics from the temporary server, unless the user says so.
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     command = typer.main.get_command(app)
     try:
         code = command.main(args=argv, prog_name="linreg", standalone_mode=False)
     except UserInputError as exc:
         print(f"linreg: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except click.UsageError as exc:
-        print(f"linreg: error: {exc.format_message()}", file=sys.stderr)
-        sys.exit(2)
     except (click.Abort, KeyboardInterrupt):
         print("linreg: interrupted", file=sys.stderr)
         sys.exit(130)
-    except Exception as exc:  # noqa: BLE001 - the one place that turns failures into exit 1
+    except Exception as exc:  # noqa: BLE001 - the one place that turns failures into exit codes
+        if type(exc).__name__ == "NoArgsIsHelpError":  # bare `linreg`: show the help
+            print(exc.ctx.get_help() if getattr(exc, "ctx", None) else exc.format_message())
+            sys.exit(0)
+        if _is_click_error(exc):  # a bad option value or an unknown option or command
+            message = " ".join(exc.format_message().split())
+            print(f"linreg: error: {message}", file=sys.stderr)
+            sys.exit(exc.exit_code if exc.exit_code else 2)
         if os.environ.get("LINREG_DEBUG"):
             raise
         print(f"linreg: failed: {type(exc).__name__}: {exc} (set LINREG_DEBUG=1 for a traceback)",

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from prefect import task
 
+from tasks.ddarith import sum_squares
 from tasks.design import Design
+from tasks.refine import residual_of
 from tasks.exact import ExactFit
 from tasks.sgd import SGDResult
 
@@ -52,6 +54,13 @@ def estimate_epochs_needed(losses: np.ndarray, exact_mse: float, rel_diff: float
     return float(len(losses) + 2 * math.log(rel_diff / rtol) / -slope)
 
 
+def mse(design: Design, params: np.ndarray) -> float:
+    """Mean squared error of params on the design, residuals in double-double (as the exact fit's)."""
+    if not np.all(np.isfinite(params)):
+        return math.inf
+    return sum_squares(*residual_of(design, params)) / design.n
+
+
 def compare_fits(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float) -> Comparison:
     """Differences in parameters and in mean squared error, and the verdict."""
     a, b = exact.params, sgd.params
@@ -60,9 +69,7 @@ def compare_fits(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float) -
         rel = np.where(a != 0, diff / np.abs(a), np.where(diff == 0, 0.0, np.inf))
     max_abs = float(np.max(diff)) if np.all(np.isfinite(diff)) else math.inf
     max_rel = float(np.max(rel)) if np.all(np.isfinite(rel)) else math.inf
-    with np.errstate(all="ignore"):
-        residual = design.y - design.matrix() @ b
-        sgd_mse = float(np.mean(residual**2))
+    sgd_mse = mse(design, b)
     distance = float(np.linalg.norm(b - a))
     converged = bool(max_rel <= rtol) and not sgd.diverged
     needed = None

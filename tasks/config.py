@@ -37,8 +37,8 @@ class TrainConfig(BaseModel):
     epochs: int = Field(10_000, ge=1, le=100_000_000)
     # None: full batch, as in the tutorial; deterministic gradient descent.
     batch_size: int | None = Field(None, ge=1)
-    # Stop when (f_prev - f) / max(|f_prev|, |f|, 1) <= tol (scipy's ftol rule); 0 disables it.
-    # 1e-15 is about float64's resolution: training runs until the loss stops improving.
+    # Stop when the best loss so far improved by <= tol (relative) over the last 100 epochs; 0
+    # disables it. 1e-15 is about float64's resolution: training runs until the loss stops improving.
     tol: float = Field(1e-15, ge=0)
     # Standardize the design and target inside training; coefficients are mapped back.
     standardize: bool = True
@@ -51,7 +51,7 @@ class TrainConfig(BaseModel):
     @classmethod
     def _positive_lr(cls, value: float | str) -> float | str:
         if value != "auto" and not (isinstance(value, float) and 0 < value < float("inf")):
-            raise ValueError(f"must be a positive finite number or 'auto', got {value!r}")
+            raise ValueError("must be a positive finite number or 'auto'")
         return value
 
 
@@ -100,6 +100,5 @@ def build_config(**options: object) -> RunConfig:
         err = exc.errors()[0]
         name = str(err["loc"][0]) if err["loc"] else "?"
         option = _OPTION_NAMES.get(name, "--" + name.replace("_", "-"))
-        raise UserInputError(
-            f"option {option}: {err['msg']} (got {err.get('input')!r})"
-        ) from None
+        message = err["msg"].removeprefix("Value error, ")
+        raise UserInputError(f"option {option}: {message} (got {err.get('input')!r})") from None

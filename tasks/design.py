@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -54,16 +56,21 @@ class Design:
 
 @dataclass(frozen=True)
 class ScaledBasis:
-    """A well-conditioned basis W that spans the same column space as the design.
+    """A well-conditioned basis W spanning the same column space as the design.
 
-    W: (n, n_params). For polynomials, W's columns are Chebyshev polynomials of
-    z = (x - shift) / scale with z in [-1, 1]; otherwise, centered (with an intercept) columns
-    divided by their norm. to_params: (n_params, n_params), with design params beta = to_params @ c
-    for coefficients c on W, up to rounding.
+    W: (n, n_params). For polynomials, W's columns are Chebyshev polynomials T_k(z) of
+    z = (x - shift) / scale, z in [-1, 1]; otherwise centered (with an intercept) columns divided
+    by their norm. exact: (n_params, n_params) rationals with design params beta = exact @ c for
+    coefficients c on W, exactly (shifts and scales are floats, so exact rationals: W is the
+    design times this map up to one rounding per entry); to_params is its float64 rounding.
     """
 
     W: np.ndarray
-    to_params: np.ndarray
+    exact: tuple[tuple[Fraction, ...], ...]
+
+    @property
+    def to_params(self) -> np.ndarray:
+        return np.array([[float(v) for v in row] for row in self.exact])
 
 
 def scaled_basis(design: Design) -> ScaledBasis:
@@ -72,20 +79,26 @@ def scaled_basis(design: Design) -> ScaledBasis:
         return _chebyshev_basis(design)
     terms = design.terms
     p = terms.shape[1]
+    k = int(design.intercept)
     center = terms.mean(axis=0) if design.intercept else np.zeros(p)
-    centered = terms - center
-    norms = np.linalg.norm(centered, axis=0)
-    norms[norms == 0] = 1.0
-    W = centered / norms
-    # beta_j = c_j / norm_j; intercept b0 = c0 - sum_j c_j * center_j / norm_j
-    scale = np.diag(1.0 / norms)
-    if not design.intercept:
-        return ScaledBasis(W, scale)
-    to_params = np.zeros((p + 1, p + 1))
-    to_params[0, 0] = 1.0
-    to_params[0, 1:] = -center / norms
-    to_params[1:, 1:] = scale
-    return ScaledBasis(np.column_stack([np.ones(design.n), W]), to_params)
+    W = np.empty((design.n, p + k))
+    # The intercept column is 1/sqrt(n) so that every column of W has norm 1.
+    ones = 1.0 / math.sqrt(design.n)
+    if k:
+        W[:, 0] = ones
+    np.subtract(terms, center, out=W[:, k:])
+    scale = np.linalg.norm(W[:, k:], axis=0)
+    scale[scale == 0] = 1.0
+    W[:, k:] /= scale
+    # c on W: beta_j = c_j / scale_j; with an intercept b0 = c0 / sqrt(n) - sum_j c_j * center_j / scale_j
+    T = [[Fraction(0)] * (p + k) for _ in range(p + k)]
+    for j in range(p):
+        T[k + j][k + j] = 1 / Fraction(scale[j])
+        if k:
+            T[0][k + j] = -Fraction(center[j]) / Fraction(scale[j])
+    if k:
+        T[0][0] = Fraction(ones)
+    return ScaledBasis(W, tuple(map(tuple, T)))
 
 
 def _chebyshev_basis(design: Design) -> ScaledBasis:
@@ -93,33 +106,25 @@ def _chebyshev_basis(design: Design) -> ScaledBasis:
     K = design.degree
     if design.intercept:
         lo, hi = float(x.min()), float(x.max())
-        shift, scale = (hi + lo) / 2, (hi - lo) / 2 or 1.0
-        ks = range(0, K + 1)
-    else:
-        # Without an intercept the basis must not contain a constant: scale only, and use z^k.
-        shift, scale = 0.0, float(np.abs(x).max()) or 1.0
-        ks = range(1, K + 1)
-    z = (x - shift) / scale
-    if design.intercept:
+        shift, scale = lo + (hi - lo) / 2, ((hi - lo) / 2) or 1.0
+        z = (x - shift) / scale
         W = np.polynomial.chebyshev.chebvander(z, K)
-        # Chebyshev T_k(z) -> power series in z -> power series in x = shift + scale * z.
-        cheb_to_z = np.zeros((K + 1, K + 1))
-        for k in ks:
-            coef = np.polynomial.chebyshev.cheb2poly(np.eye(K + 1)[k])
-            cheb_to_z[: len(coef), k] = coef
-        z_to_x = _shift_matrix(shift, scale, K)
-        return ScaledBasis(W, z_to_x @ cheb_to_z)
-    W = np.column_stack([z**k for k in ks])
-    return ScaledBasis(W, np.diag([scale ** -k for k in ks]))
-
-
-def _shift_matrix(shift: float, scale: float, K: int) -> np.ndarray:
-    """M with sum_k c_k z^k = sum_j (M @ c)_j x^j for z = (x - shift) / scale."""
-    from math import comb
-
-    M = np.zeros((K + 1, K + 1))
-    # z^k = scale^-k * sum_j C(k, j) x^j (-shift)^(k - j)
-    for k in range(K + 1):
-        for j in range(k + 1):
-            M[j, k] = comb(k, j) * (-shift) ** (k - j) / scale**k
-    return M
+        # T_k(z) = sum_m a_km z^m (integer a_km), z^m = scale^-m sum_j C(m, j) x^j (-shift)^(m - j)
+        T = [[Fraction(0)] * (K + 1) for _ in range(K + 1)]
+        for k in range(K + 1):
+            a = np.polynomial.chebyshev.cheb2poly(np.eye(K + 1)[k])
+            for m, a_km in enumerate(a):
+                if a_km == 0:
+                    continue
+                for j in range(m + 1):
+                    T[j][k] += (Fraction(int(a_km)) * math.comb(m, j) * Fraction(-shift) ** (m - j)
+                                / Fraction(scale) ** m)
+        return ScaledBasis(W, tuple(map(tuple, T)))
+    # Without an intercept the basis must not contain a constant: scale only, and use z^k.
+    scale = float(np.abs(x).max()) or 1.0
+    z = x / scale
+    W = np.column_stack([z**k for k in range(1, K + 1)])
+    T = [[Fraction(0)] * K for _ in range(K)]
+    for k in range(1, K + 1):
+        T[k - 1][k - 1] = 1 / Fraction(scale) ** k
+    return ScaledBasis(W, tuple(map(tuple, T)))

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
-from prefect import task
+from prefect import get_run_logger, task
 
-from tasks.design import Design, scaled_basis
+from tasks import ddarith as dd
+from tasks.design import Design, ScaledBasis, scaled_basis
+from tasks.refine import refine
 
 # Above this condition number of the scaled design, coefficients are very sensitive to the data.
 ILL_CONDITIONED = 1e8
@@ -36,6 +40,10 @@ class ExactFit:
     # 2-norm condition number of the raw design [1, terms] and of its centered/scaled twin.
     condition_number: float
     condition_number_scaled: float
+    # Steps of iterative refinement (double-double residuals) taken to reach float64 resolution.
+    refinement_steps: int = 0
+    # Plain-language warnings about the fit (ill-conditioning); also issued as Python warnings.
+    notes: tuple[str, ...] = ()
     seconds: float = 0.0
 
     @property
@@ -56,46 +64,112 @@ def closed_form_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(ym - b1 * xm), b1
 
 
-def solve(design: Design) -> tuple[np.ndarray, np.ndarray]:
-    """Least-squares parameters (n_params,) and the inverse Gram factor M (n_params, n_params).
+def initial_solve(design: Design, basis: ScaledBasis) -> tuple[np.ndarray, np.ndarray]:
+    """A float64 starting point (n_params,) and R (n_params, n_params) with W = QR, W = X T.
 
-    theta = argmin ||y - X theta||, solved by QR on a well-conditioned basis W = X T:
-    c = R^-1 Q^T y, theta = T c; (X^T X)^-1 = T R^-1 R^-T T^T = M M^T with M = T R^-1.
+    theta = T c with R^T R c = W^T y (semi-normal equations; Q is never formed, the refinement
+    corrects what they lose); one feature with an intercept uses the tutorial's closed form.
     """
-    basis = scaled_basis(design)
-    Q, R = np.linalg.qr(basis.W)
-    M = basis.to_params @ np.linalg.inv(R)
+    R = np.linalg.qr(basis.W, mode="r")
     if design.degree == 1 and design.intercept and len(design.names) == 1:
-        theta = np.array(closed_form_line(design.features[:, 0], design.y))
-    else:
-        theta = basis.to_params @ np.linalg.solve(R, Q.T @ design.y)
-    return theta, M
+        return np.array(closed_form_line(design.features[:, 0], design.y)), R
+    return basis.to_params @ np.linalg.solve(R, np.linalg.solve(R.T, basis.W.T @ design.y)), R
+
+
+def _fractions(A) -> list[list[Fraction]]:
+    return [[v if isinstance(v, Fraction) else Fraction(float(v)) for v in row] for row in A]
+
+
+def _matmul(A: list[list[Fraction]], B: list[list[Fraction]]) -> list[list[Fraction]]:
+    return [[sum((a * B[k][j] for k, a in enumerate(row) if a), Fraction(0)) for j in range(len(B[0]))]
+            for row in A]
+
+
+def _upper_inverse(T) -> list[list[Fraction]]:
+    """Exact inverse of an upper-triangular rational matrix (back substitution)."""
+    p = len(T)
+    inv = [[Fraction(0)] * p for _ in range(p)]
+    for j in range(p):
+        for i in range(j, -1, -1):
+            acc = Fraction(int(i == j)) - sum((T[i][k] * inv[k][j] for k in range(i + 1, j + 1)), Fraction(0))
+            inv[i][j] = acc / T[i][i]
+    return inv
+
+
+def condition_numbers(design: Design, basis: ScaledBasis, R: np.ndarray) -> tuple[float, float]:
+    """2-norm condition numbers of the raw design [1, terms] and of its standardized columns.
+
+    X = W T^-1 = Q (R T^-1), so X's singular values are those of the small matrix R T^-1; the
+    standardized design is X S (intercept column 1/sqrt(n); terms centered, unit norm).
+    """
+    RT = _matmul(_fractions(R), _upper_inverse(basis.exact))
+    terms = design.terms
+    k, p = int(design.intercept), design.n_params
+    center = terms.mean(axis=0) if k else np.zeros(terms.shape[1])
+    norms = np.linalg.norm(terms - center, axis=0)
+    norms[norms == 0] = 1.0
+    S = [[Fraction(0)] * p for _ in range(p)]
+    if k:
+        S[0][0] = 1 / Fraction(math.sqrt(design.n))
+    for j in range(terms.shape[1]):
+        S[k + j][k + j] = 1 / Fraction(float(norms[j]))
+        if k:
+            S[0][k + j] = -Fraction(float(center[j])) / Fraction(float(norms[j]))
+    raw = np.linalg.cond(np.array([[float(v) for v in row] for row in RT]))
+    scaled = np.linalg.cond(np.array([[float(v) for v in row] for row in _matmul(RT, S)]))
+    return float(raw), float(scaled)
+
+
+def inverse_gram_diagonal(basis: ScaledBasis, R: np.ndarray) -> np.ndarray:
+    """diag((X^T X)^-1) = ||R^-T t_i||^2 with t_i the i-th row of T, in exact rational arithmetic.
+
+    The rows of T are huge and cancel inside R^-T t_i, so the triangular solve is done on the
+    rationals of R and T; R's own rounding only perturbs the result by about cond(W)^2 * 2^-53.
+    """
+    Rq = _fractions(R)
+    p = len(Rq)
+    out = []
+    for t in basis.exact:
+        # forward substitution: R^T w = t
+        w: list[Fraction] = []
+        for j in range(p):
+            w.append((t[j] - sum((Rq[k][j] * w[k] for k in range(j)), Fraction(0))) / Rq[j][j])
+        out.append(float(sum(v * v for v in w)))
+    return np.array(out)
 
 
 def fit_exact(design: Design) -> ExactFit:
     """Fit the design exactly and compute standard errors, R^2 and condition numbers."""
     start = time.perf_counter()
-    theta, M = solve(design)
-    X = design.matrix()
-    residual = design.y - X @ theta
+    basis = scaled_basis(design)
+    theta0, R = initial_solve(design, basis)
+    refined = refine(design, basis, R, theta0)
+    theta = refined.beta
     n, p = design.n, design.n_params
-    rss = float(np.dot(residual, residual))
+    rss = dd.sum_squares(*refined.residual)
     dof = n - p
     sigma2 = rss / dof
-    se = np.sqrt(sigma2 * np.einsum("ij,ij->i", M, M))
+    se = np.sqrt(sigma2 * inverse_gram_diagonal(basis, R))
     y = design.y
     # NIST and statsmodels: without an intercept, R^2 is the uncentered 1 - RSS / sum(y^2).
-    tss = float(np.sum((y - y.mean()) ** 2)) if design.intercept else float(np.dot(y, y))
+    if design.intercept:
+        mean = math.fsum(y) / n
+        tss = dd.sum_squares(*dd.two_sum(y, np.full_like(y, -mean)))
+    else:
+        tss = dd.sum_squares(y, np.zeros_like(y))
     r2 = 1.0 - rss / tss if tss > 0 else float("nan")
     adj = 1.0 - (1.0 - r2) * (n - int(design.intercept)) / dof
-    cond_scaled = float(np.linalg.cond(_standardized(X, design.intercept)))
+    cond_raw, cond_scaled = condition_numbers(design, basis, R)
+    notes = []
     if cond_scaled > ILL_CONDITIONED:
-        warnings.warn(
-            f"the design is ill-conditioned (condition number {cond_scaled:.3g} after scaling): "
-            "the coefficients are exact for this data but very sensitive to it",
-            IllConditionedWarning,
-            stacklevel=2,
-        )
+        notes.append(f"the design is ill-conditioned (condition number {cond_scaled:.3g} after "
+                     "scaling): the coefficients are exact for this data but very sensitive to it")
+    if not refined.converged:
+        notes.append(f"iterative refinement stopped after {refined.steps} steps without reaching "
+                     "float64 resolution: the design is nearly rank deficient and the last digits "
+                     "of the coefficients may be off")
+    for note in notes:
+        warnings.warn(note, IllConditionedWarning, stacklevel=2)
     k = int(design.intercept)
     return ExactFit(
         intercept=float(theta[0]) if design.intercept else None,
@@ -108,22 +182,21 @@ def fit_exact(design: Design) -> ExactFit:
         rss=rss,
         mse=rss / n,
         dof=dof,
-        condition_number=float(np.linalg.cond(X)),
+        condition_number=cond_raw,
         condition_number_scaled=cond_scaled,
+        refinement_steps=refined.steps,
+        notes=tuple(notes),
         seconds=time.perf_counter() - start,
     )
-
-
-def _standardized(X: np.ndarray, intercept: bool) -> np.ndarray:
-    """Columns centered (with an intercept) and scaled to unit norm; the intercept column kept."""
-    if intercept:
-        T = X[:, 1:] - X[:, 1:].mean(axis=0)
-        T = T / np.linalg.norm(T, axis=0)
-        return np.column_stack([np.full(len(X), 1 / np.sqrt(len(X))), T])
-    return X / np.linalg.norm(X, axis=0)
 
 
 @task(name="fit-exact")
 def fit_exact_task(design: Design) -> ExactFit:
     """Solve the least-squares problem exactly."""
-    return fit_exact(design)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IllConditionedWarning)  # logged below instead
+        fit = fit_exact(design)
+    logger = get_run_logger()
+    for note in fit.notes:
+        logger.warning(note)
+    return fit

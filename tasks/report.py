@@ -54,6 +54,8 @@ def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison
             "dof": exact.dof,
             "condition_number": exact.condition_number,
             "condition_number_scaled": exact.condition_number_scaled,
+            "refinement_steps": exact.refinement_steps,
+            "warnings": list(exact.notes),
         },
         "sgd": {
             "intercept": sgd.intercept,

@@ -19,6 +19,9 @@ from tasks.errors import UserInputError
 # checks come after 8, 16, 32, ... epochs, so a fit that converges at once stops early.
 CHUNK = 256
 FIRST_CHECK = 8
+# The tol rule looks at the best loss over this many epochs (one flat step, e.g. at a turning
+# point of heavy-ball momentum, is not convergence).
+PATIENCE = 100
 # Training has diverged when the loss is not finite or grew by this factor over the first loss.
 EXPLODED = 1e12
 
@@ -98,9 +101,11 @@ class Scaling:
 def auto_lr(A: np.ndarray, optimizer: str, batch_size: int | None) -> tuple[float, float | None]:
     """Step size (and momentum) from the spectrum of the MSE Hessian H = 2/n A^T A.
 
-    sgd: 1/L, the largest step with monotone descent; momentum: Polyak's heavy-ball optimum
-    lr = 4 / (sqrt L + sqrt mu)^2, beta = ((sqrt k - 1) / (sqrt k + 1))^2 with k = L / mu;
-    mini-batches add the largest one-row curvature 2 max ||a_i||^2 / b to L.
+    sgd: 1/L, the largest step with monotone descent. momentum: the same step with Polyak's
+    heavy-ball momentum ((sqrt k - 1) / (sqrt k + 1))^2, k = L / mu, capped at 0.9: Polyak's full
+    optimum (lr 4 / (sqrt L + sqrt mu)^2, momentum near 1) sits on the stability boundary and
+    amplifies rounding on ill-conditioned designs. Mini-batches add the largest one-row
+    curvature 2 max ||a_i||^2 / b to L.
     """
     n = A.shape[0]
     s = np.linalg.svd(A, compute_uv=False)
@@ -110,7 +115,7 @@ def auto_lr(A: np.ndarray, optimizer: str, batch_size: int | None) -> tuple[floa
         L += 2.0 * float(np.max(np.einsum("ij,ij->i", A, A))) / batch_size
     if optimizer == "momentum":
         root = math.sqrt(L / mu)
-        return 4.0 / (math.sqrt(L) + math.sqrt(mu)) ** 2, ((root - 1) / (root + 1)) ** 2
+        return 1.0 / L, min(0.9, ((root - 1) / (root + 1)) ** 2)
     if optimizer == "adam":
         return 1e-2, None  # Adam's steps are about lr in size, whatever the curvature.
     if optimizer == "lbfgs":
@@ -142,14 +147,22 @@ def init_linear(p: int, intercept: bool, generator: torch.Generator, dtype: torc
     return model
 
 
-def _first_stop(losses: np.ndarray, prev: float | None, tol: float) -> int | None:
-    """Index of the first epoch whose loss changed by <= tol (relative, scipy's ftol rule)."""
+def _stop_index(chunk: np.ndarray, tail: np.ndarray, tol: float) -> tuple[int | None, np.ndarray]:
+    """Where the best loss so far has improved by <= tol (relative) over the last PATIENCE epochs.
+
+    best_{k-PATIENCE} - best_k <= tol * best_k: the loss has stopped improving (float64 noise of
+    a few ulps around the minimum does not count as progress). tail: the best-so-far values of the
+    epochs before this chunk (at most PATIENCE); returns the stop index and the new tail.
+    """
+    start = tail[-1:] if tail.size else chunk[:1]
+    best = np.minimum.accumulate(np.concatenate([start, chunk]))[1:]
+    seq = np.concatenate([tail, best])
     if tol <= 0:
-        return None
-    before = np.concatenate([[np.nan if prev is None else prev], losses[:-1]])
-    change = (before - losses) / np.maximum(np.maximum(np.abs(before), np.abs(losses)), 1.0)
-    hits = np.flatnonzero(np.abs(change) <= tol)
-    return int(hits[0]) if hits.size else None
+        return None, seq[-PATIENCE:]
+    k = np.arange(len(tail), len(seq))
+    k = k[k >= PATIENCE]
+    hits = k[seq[k - PATIENCE] - seq[k] <= tol * np.abs(seq[k])]
+    return (int(hits[0]) - len(tail) if hits.size else None), seq[-PATIENCE:]
 
 
 def train_sgd(design: Design, cfg: TrainConfig, progress: Progress | None = None) -> SGDResult:
@@ -180,13 +193,15 @@ def train_sgd(design: Design, cfg: TrainConfig, progress: Progress | None = None
         loss.backward()
         return loss
 
-    losses = torch.empty(cfg.epochs, dtype=dtype, device=device)
-    stop, done, prev, first = "epochs", 0, None, None
-    checked, next_check = 0, min(FIRST_CHECK, cfg.epochs)
+    # Device tensors, stacked and copied to the host once a chunk: no .item() per epoch.
+    pending: list[torch.Tensor] = []
+    recorded: list[np.ndarray] = []
+    stop, done, first, tail = "epochs", 0, None, np.empty(0)
+    next_check = min(FIRST_CHECK, cfg.epochs)
     for epoch in range(cfg.epochs):
         if batch is None:
             # The loss is that of the parameters before this epoch's step, as in the tutorial.
-            losses[epoch] = (opt.step(closure) if cfg.optimizer == "lbfgs" else _step(opt, closure)).detach()
+            pending.append((opt.step(closure) if cfg.optimizer == "lbfgs" else _step(opt, closure)).detach())
         else:
             order = torch.randperm(n, generator=generator).to(device)
             total = torch.zeros((), dtype=dtype, device=device)
@@ -197,21 +212,22 @@ def train_sgd(design: Design, cfg: TrainConfig, progress: Progress | None = None
                 loss.backward()
                 opt.step()
                 total += loss.detach() * len(idx)
-            losses[epoch] = total / n
+            pending.append(total / n)
         done = epoch + 1
         if done < next_check:
             continue
-        chunk = losses[checked:done].double().cpu().numpy()  # one host sync a chunk
-        checked, next_check = done, min(done + min(done, CHUNK), cfg.epochs)
+        chunk = torch.stack(pending).double().cpu().numpy()  # one host sync a chunk
+        pending.clear()
+        recorded.append(chunk)
+        next_check = min(done + min(done, CHUNK), cfg.epochs)
         first = chunk[0] if first is None else first
         bad = np.flatnonzero(~np.isfinite(chunk) | (chunk > EXPLODED * max(first, 1e-300)))
         if bad.size:
             stop, done = "diverged", done - len(chunk) + int(bad[0]) + 1
             break
-        hit = _first_stop(chunk, prev, cfg.tol)
-        prev = float(chunk[-1])
+        hit, tail = _stop_index(chunk, tail, cfg.tol)
         if progress is not None:
-            progress(done, cfg.epochs, prev * scaling.y_scale**2)
+            progress(done, cfg.epochs, float(chunk[-1]) * scaling.y_scale**2)
         if hit is not None:
             stop = "tol"
             break
@@ -221,7 +237,7 @@ def train_sgd(design: Design, cfg: TrainConfig, progress: Progress | None = None
         weight = model.weight.detach().double().cpu().numpy()[0]
         bias = float(model.bias.detach().double().cpu()[0]) if design.intercept else None
     intercept, coef = scaling.to_original(weight, bias)
-    history = losses[:done].double().cpu().numpy() * scaling.y_scale**2
+    history = np.concatenate(recorded)[:done] * scaling.y_scale**2
     return SGDResult(
         intercept=intercept,
         coefficients=tuple(float(c) for c in coef),

@@ -1,0 +1,105 @@
+"""The comparison step: every field recomputed independently from the two parameter vectors."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+
+from tasks.compare import compare_fits
+from tasks.exact import fit_exact
+from tasks.sgd import SGDResult
+from tests.helpers import TUTORIAL_X, TUTORIAL_Y, make_design, tutorial_design
+
+
+def _sgd(params, *, intercept=True, stop_reason="epochs", epochs=100, losses=None) -> SGDResult:
+    params = [float(v) for v in params]
+    return SGDResult(
+        intercept=params[0] if intercept else None,
+        coefficients=tuple(params[1:] if intercept else params),
+        epochs=epochs,
+        final_loss=1.0,
+        stop_reason=stop_reason,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=None,
+        losses=np.linspace(10.0, 3.0, epochs) if losses is None else losses,
+        device="cpu",
+        dtype="float64",
+    )
+
+
+@pytest.mark.parametrize("intercept", [True, False])
+def test_fields_match_an_independent_computation(intercept):
+    """max_abs_diff, max_rel_diff, exact_mse, sgd_mse and excess_mse = sgd_mse - exact_mse."""
+    design = tutorial_design(intercept=intercept)
+    exact = fit_exact(design)
+    truth = exact.params
+    sgd_params = truth * (1 + np.array([3e-3, -1e-3])[: truth.size])
+    comparison = compare_fits(design, exact, _sgd(sgd_params, intercept=intercept), rtol=1e-6)
+
+    X = np.column_stack([np.ones_like(TUTORIAL_X), TUTORIAL_X]) if intercept else TUTORIAL_X[:, None]
+    exact_mse = np.mean((TUTORIAL_Y - X @ truth) ** 2)
+    sgd_mse = np.mean((TUTORIAL_Y - X @ sgd_params) ** 2)
+    diff = np.abs(sgd_params - truth)
+    assert comparison.max_abs_diff == pytest.approx(diff.max(), rel=1e-12)
+    assert comparison.max_rel_diff == pytest.approx((diff / np.abs(truth)).max(), rel=1e-12)
+    assert comparison.exact_mse == pytest.approx(exact_mse, rel=1e-12)
+    assert comparison.sgd_mse == pytest.approx(sgd_mse, rel=1e-12)
+    assert comparison.excess_mse == pytest.approx(sgd_mse - exact_mse, rel=1e-6)
+    assert comparison.excess_mse == comparison.sgd_mse - comparison.exact_mse
+    assert comparison.excess_mse > 0  # the exact fit is the least-squares optimum
+    assert comparison.distance == pytest.approx(np.linalg.norm(sgd_params - truth), rel=1e-12)
+    assert comparison.rtol == 1e-6
+    assert not comparison.converged
+
+
+def test_the_verdict_is_max_rel_diff_against_rtol():
+    """converged is True exactly when every parameter is within rtol, relatively, of the exact one."""
+    design = tutorial_design()
+    exact = fit_exact(design)
+    near = _sgd(exact.params * (1 + 5e-5))
+    assert compare_fits(design, exact, near, rtol=1e-4).converged
+    assert not compare_fits(design, exact, near, rtol=1e-5).converged
+    identical = compare_fits(design, exact, _sgd(exact.params), rtol=1e-12)
+    assert identical.converged
+    assert identical.max_abs_diff == 0 and identical.max_rel_diff == 0
+    assert identical.excess_mse == pytest.approx(0, abs=1e-12)
+
+
+def test_a_diverged_run_is_never_converged():
+    """A run that diverged is not converged, whatever its last parameters were."""
+    design = tutorial_design()
+    exact = fit_exact(design)
+    comparison = compare_fits(design, exact, _sgd(exact.params, stop_reason="diverged"), rtol=0.5)
+    assert not comparison.converged
+    assert comparison.stop_reason == "diverged"
+    assert "diverged" in comparison.summary
+
+
+def test_non_finite_parameters_give_infinite_differences_not_a_crash():
+    """A blown-up run with inf/nan parameters compares as infinitely far."""
+    design = tutorial_design()
+    exact = fit_exact(design)
+    losses = np.array([10.0, 1e5, np.inf])
+    comparison = compare_fits(
+        design, exact, _sgd([np.nan, np.inf], stop_reason="diverged", epochs=3, losses=losses), rtol=1e-6
+    )
+    assert comparison.max_abs_diff == math.inf
+    assert comparison.max_rel_diff == math.inf
+    assert not comparison.converged
+
+
+def test_a_zero_exact_parameter_gives_inf_relative_difference_unless_equal():
+    """Relative difference against an exact 0 is inf (or 0 when SGD also has exactly 0)."""
+    x = np.array([-2.0, -1.0, 0.0, 1.0, 2.0])
+    y = np.array([1.0, -1.0, 0.0, -1.0, 1.0])  # symmetric: the exact slope is 0
+    design = make_design(x, y)
+    exact = fit_exact(design)
+    assert exact.coefficients[0] == pytest.approx(0, abs=1e-15)
+    exact_params = np.array([exact.intercept, 0.0])
+    exact = dataclasses.replace(exact, coefficients=(0.0,))  # exactly zero, not 1e-17
+    assert compare_fits(design, exact, _sgd(exact_params + [0, 1e-9]), rtol=1e-3).max_rel_diff == math.inf
+    assert compare_fits(design, exact, _sgd(exact_params), rtol=1e-3).max_rel_diff == 0

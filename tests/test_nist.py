@@ -1,0 +1,87 @@
+"""NIST StRD certified values, reached through the real `linreg run` command line.
+
+LRE (log relative error) = -log10(|estimate - certified| / |certified|), capped at 15, and the
+log absolute error where the certified value is 0 (NIST/McCullough convention). The floors are
+one digit under what the float64-parsed data allows (the exact rational solution scores 13.2-15).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from tests.prefect_server import BIN, cli_env, prefect_server
+
+NIST = Path(__file__).parent / "data" / "nist"
+FLOORS = {
+    "Norris": 13.0, "Pontius": 12.5, "NoInt1": 13.5, "NoInt2": 14.0, "Filip": 13.0, "Longley": 13.5,
+    "Wampler1": 14.0, "Wampler2": 12.0, "Wampler3": 14.0, "Wampler4": 14.0, "Wampler5": 14.0,
+}
+STATS_FLOOR = 10.0
+
+
+def lre(estimate: float | None, certified: str) -> float:
+    """Digits of agreement with a certified value given as a decimal string."""
+    assert estimate is not None and math.isfinite(estimate), f"no estimate for certified {certified}"
+    c = Decimal(certified)
+    err = abs(Decimal(estimate) - c)
+    if c != 0:
+        err = err / abs(c)
+    return 15.0 if err == 0 else min(15.0, -float(err.log10()))
+
+
+@pytest.fixture(scope="module")
+def api_url(tmp_path_factory):
+    """One real Prefect server for every run of this module (a run then takes seconds)."""
+    with prefect_server(tmp_path_factory.mktemp("nist-prefect")) as url:
+        yield url
+
+
+def run_cli(api_url: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(BIN / "linreg"), "run", *args, "--artifacts-dir", str(tmp / "artifacts"),
+         "--data-dir", str(tmp / "data")],
+        env=cli_env(tmp / "home", api_url), capture_output=True, text=True, timeout=600,
+    )
+
+
+def nist_args(meta: dict) -> list[str]:
+    detail = meta["model_detail"]
+    args = [str(NIST / f"{meta['name']}.csv"), "--target", "y",
+            "--features", ",".join(c for c in meta["columns"] if c != "y")]
+    if detail["type"] == "polynomial":
+        args += ["--degree", str(detail["degree"])]
+    if not detail["intercept"]:
+        args.append("--no-intercept")
+    return args
+
+
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_nist_certified_values_through_the_cli(name, api_url, tmp_path):
+    """It reaches every NIST certified coefficient to the floor, and SEs, residual SD and R^2 to 10 digits."""
+    meta = json.loads((NIST / f"{name}.json").read_text())
+    done = run_cli(api_url, tmp_path, *nist_args(meta))
+    assert done.returncode == 0, done.stderr[-3000:]
+    version = Path(done.stdout.strip().splitlines()[-1])
+    coef = json.loads((version / "coefficients.json").read_text())
+    exact, cert = coef["exact"], meta["certified"]
+    head = [exact["intercept"]] if coef["intercept"] else []
+    params = head + exact["coefficients"]
+    ses = ([exact["std_errors"]["intercept"]] if coef["intercept"] else []) + exact["std_errors"]["coefficients"]
+    assert len(params) == len(cert["parameters"])
+    coef_lre = min(lre(q, c) for q, c in zip(params, cert["parameters"]))
+    assert coef_lre >= FLOORS[name], f"{name}: coefficient LRE {coef_lre:.1f} < {FLOORS[name]}"
+    assert min(lre(q, c) for q, c in zip(ses, cert["std_devs"])) >= STATS_FLOOR
+    assert lre(exact["residual_std"], cert["residual_sd"]) >= STATS_FLOOR
+    assert lre(exact["r_squared"], cert["r_squared"]) >= STATS_FLOOR
+    # Training on these designs must not blow up: a verdict either way, never a divergence.
+    comparison = json.loads((version / "comparison.json").read_text())
+    assert comparison["stop_reason"] != "diverged", comparison["summary"]
+    if not comparison["converged"]:
+        assert "did not converge" in comparison["summary"]
+        assert "condition number" in comparison["summary"]
