@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 from fractions import Fraction
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -117,3 +118,28 @@ def test_hard_case_matches_exact_rational_solution(name):
         assert lre(q, Fraction(math.sqrt(sigma2 * d))) >= 10.0
     assert lre(fit.residual_std, Fraction(math.sqrt(sigma2))) >= 10.0
 
+
+
+NIST_NAMES = ["Norris", "Pontius", "NoInt1", "NoInt2", "Filip", "Longley",
+              "Wampler1", "Wampler2", "Wampler3", "Wampler4", "Wampler5"]
+
+
+@pytest.mark.parametrize("name", NIST_NAMES)
+def test_nist_fit_is_the_exact_rational_solution_of_the_parsed_data(name):
+    """On every NIST set the coefficients are the float64 rounding of the exact rational solution."""
+    import json
+
+    import pandas as pd
+
+    folder = Path(__file__).parent / "data" / "nist"
+    detail = json.loads((folder / f"{name}.json").read_text())["model_detail"]
+    frame = pd.read_csv(folder / f"{name}.csv")
+    features = [c for c in frame.columns if c != "y"]
+    design = make_design(frame[features].to_numpy(float), frame["y"].to_numpy(float), features,
+                         degree=detail["degree"] if detail["type"] == "polynomial" else 1,
+                         intercept=detail["intercept"])
+    beta, _ = exact_least_squares(exact_rows(design), design.y)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IllConditionedWarning)
+        fit = fit_exact(design)
+    assert min(lre(float(q), c) for q, c in zip(fit.params, beta)) >= 14.5
