@@ -33,23 +33,6 @@ def two_prod(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
 
 
-def two_prod_split(a: np.ndarray, a_split: tuple[np.ndarray, np.ndarray], b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """two_prod(a, b) with a's split computed once and reused (a is the design, b changes)."""
-    p = a * b
-    ah, al = a_split
-    bh, bl = split(b)
-    # e = ((ah bh - p) + ah bl + al bh) + al bl, in place: the arrays are (p, n) and large
-    e = ah * bh
-    e -= p
-    t = ah * bl
-    e += t
-    np.multiply(al, bh, out=t)
-    e += t
-    np.multiply(al, bl, out=t)
-    e += t
-    return p, e
-
-
 def renormalize(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(hi, lo) with hi = fl(hi + lo)."""
     s = hi + lo
