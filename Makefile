@@ -37,9 +37,11 @@ run: install
 test: install-dev
 	$(BIN)/python -m pytest -q
 
+# The UI must be told the API's port when it is not Prefect's default 4200.
 server: install
-	@echo "Prefect UI: http://127.0.0.1:$(PORT)  (Ctrl-C stops it)"
-	exec $(BIN)/prefect server start --host 127.0.0.1 --port $(PORT)
+	@echo "Prefect UI: http://127.0.0.1:$(PORT)   API: http://127.0.0.1:$(PORT)/api   (Ctrl-C stops it)"
+	@echo "In another terminal: export PREFECT_API_URL=http://127.0.0.1:$(PORT)/api"
+	PREFECT_SERVER_UI_API_URL=http://127.0.0.1:$(PORT)/api exec $(BIN)/prefect server start --host 127.0.0.1 --port $(PORT)
 
 bench: install-dev
 	$(BIN)/python bench/run.py

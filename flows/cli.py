@@ -31,6 +31,7 @@ Standardize = Annotated[bool, typer.Option("--standardize/--no-standardize", hel
 Seed = Annotated[int, typer.Option(help="Seed of the local torch generator.")]
 Device = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
 Dtype = Annotated[str, typer.Option(help="float32 or float64.")]
+TrainTimeout = Annotated[float, typer.Option(help="Time limit of the training task in seconds (0: none).")]
 Rtol = Annotated[Optional[float], typer.Option(help="Relative tolerance of the converged verdict (default 1e-6, float32: 1e-4).")]
 ArtifactsDir = Annotated[Path, typer.Option(help="Where version folders are written.")]
 DataDir = Annotated[Path, typer.Option(help="Where validated/<sha256>.parquet is stored.")]
@@ -61,7 +62,7 @@ def _prepare_output_folder(option: str, folder: Path) -> None:
 def _config(data: Path, target: str, features: str | None, degree: int, no_intercept: bool,
             optimizer: str, lr: str, epochs: int, batch_size: int | None, tol: float,
             standardize: bool, seed: int, device: str, dtype: str, rtol: float | None,
-            artifacts_dir: Path, data_dir: Path):
+            artifacts_dir: Path, data_dir: Path, train_timeout: float = 3600.0):
     """Options -> RunConfig, checked before anything runs (a bad option is exit 2, nothing written)."""
     from tasks.config import build_config
 
@@ -84,6 +85,7 @@ def _config(data: Path, target: str, features: str | None, degree: int, no_inter
         optimizer=optimizer, lr=lr_value, epochs=epochs, batch_size=batch_size, tol=tol,
         standardize=standardize, seed=seed, device=device, dtype=dtype, rtol=rtol,
         artifacts_dir=artifacts_dir, data_dir=data_dir,
+        timeout=None if train_timeout == 0 else train_timeout,
     )
 
 
@@ -107,10 +109,11 @@ def run(
     standardize: Standardize = True, seed: Seed = 0, device: Device = "auto",
     dtype: Dtype = "float64", rtol: Rtol = None,
     artifacts_dir: ArtifactsDir = Path("artifacts"), data_dir: DataDir = Path("data"),
+    train_timeout: TrainTimeout = 3600.0,
 ) -> None:
     """Run the pipeline once; the last line on stdout is the new version folder."""
     config = _config(data, target, features, degree, no_intercept, optimizer, lr, epochs, batch_size,
-                     tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir)
+                     tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir, train_timeout)
     _preflight(config)
     from flows.regression import regression_flow
 
@@ -135,13 +138,14 @@ def serve(
     standardize: Standardize = True, seed: Seed = 0, device: Device = "auto",
     dtype: Dtype = "float64", rtol: Rtol = None,
     artifacts_dir: ArtifactsDir = Path("artifacts"), data_dir: DataDir = Path("data"),
+    train_timeout: TrainTimeout = 3600.0,
     cron: Annotated[Optional[str], typer.Option(help="Cron schedule, e.g. '0 6 * * *'.")] = None,
     interval: Annotated[Optional[float], typer.Option(help="Seconds between runs.")] = None,
     name: Annotated[str, typer.Option(help="Deployment name.")] = "linreg-scheduled",
 ) -> None:
     """Serve the flow as a deployment on a schedule, against the Prefect API in PREFECT_API_URL."""
     config = _config(data, target, features, degree, no_intercept, optimizer, lr, epochs, batch_size,
-                     tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir)
+                     tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir, train_timeout)
     _preflight(config)
     from flows.schedule import serve_flow
 

@@ -15,13 +15,20 @@ def _num(value: object) -> str:
     return f"{value:.6g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
 
 
+def _drift(drift: dict | None) -> str:
+    """Largest relative change of the exact parameters since the previous version of the model."""
+    if not drift or not drift.get("since"):
+        return "first"
+    return f"{_num(drift.get('max_rel_change'))} since {drift['since'][:15]}"
+
+
 def print_versions(artifacts_dir: Path) -> None:
     """Print one row per version: when, data, model, exact and SGD parameters, verdict."""
     if artifacts_dir.exists() and not artifacts_dir.is_dir():
         raise UserInputError(f"option --artifacts-dir: {artifacts_dir} is not a folder")
     table = Table(title=f"versions in {artifacts_dir}", title_justify="left")
     for column in ("version", "rows", "model", "exact params", "sgd params", "max rel diff",
-                   "epochs", "converged"):
+                   "epochs", "converged", "drift"):
         table.add_column(column, overflow="fold")
     for path in reversed(list_versions(artifacts_dir)):
         docs = read_version(path)
@@ -36,5 +43,5 @@ def print_versions(artifacts_dir: Path) -> None:
 
         table.add_row(path.name, _num(manifest.get("data", {}).get("rows")), model, params(exact),
                       params(sgd), _num(comp.get("max_rel_diff")), _num(sgd.get("epochs")),
-                      {True: "yes", False: "no"}.get(comp.get("converged"), "?"))
+                      {True: "yes", False: "no"}.get(comp.get("converged"), "?"), _drift(coef.get("drift")))
     Console(width=200 if not Console().is_terminal else None).print(table)

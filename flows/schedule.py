@@ -2,21 +2,63 @@
 
 from __future__ import annotations
 
+import signal
+
 from tasks.config import RunConfig
 from tasks.errors import UserInputError
 
 
+def check_api(timeout: float = 5.0) -> str:
+    """The Prefect API URL in use, after checking that a server answers there."""
+    import httpx
+    from prefect.settings import PREFECT_API_URL
+
+    url = PREFECT_API_URL.value()
+    if not url:
+        raise UserInputError(
+            "PREFECT_API_URL is not set: start a server (make server) and "
+            "export PREFECT_API_URL=http://127.0.0.1:4200/api")
+    try:
+        response = httpx.get(url.rstrip("/") + "/health", timeout=timeout)
+        response.raise_for_status()
+    except httpx.HTTPError as exc:
+        raise UserInputError(f"PREFECT_API_URL {url}: no Prefect server answers there ({exc})") from None
+    return url
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM stops serving the way Ctrl-C does (Prefect's runner handles KeyboardInterrupt)."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def serve_flow(config: RunConfig, cron: str | None, interval: float | None, name: str) -> None:
     """Serve the flow on a cron or interval schedule until SIGINT/SIGTERM."""
-    from flows.regression import regression_flow
-
     if (cron is None) == (interval is None):
         raise UserInputError("options --cron/--interval: give exactly one of them")
     if interval is not None and interval <= 0:
         raise UserInputError(f"option --interval: must be positive, got {interval}")
-    regression_flow.serve(
-        name=name,
-        cron=cron,
-        interval=interval,
-        parameters={"config": config.model_dump(mode="json")},
-    )
+    if cron is not None:
+        from prefect.client.schemas.schedules import CronSchedule
+
+        try:
+            CronSchedule(cron=cron)
+        except ValueError:
+            raise UserInputError(f"option --cron: {cron!r} is not a valid cron expression") from None
+    check_api()
+    from flows.regression import regression_flow
+
+    _stop_on_sigterm()
+    try:
+        regression_flow.serve(
+            name=name,
+            cron=cron,
+            interval=interval,
+            parameters={"config": config.model_dump(mode="json")},
+            description=f"linreg-flow on {config.data}, every {interval} s" if interval else
+            f"linreg-flow on {config.data}, cron {cron}",
+        )
+    except KeyboardInterrupt:
+        pass

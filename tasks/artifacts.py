@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import hashlib
 import io
@@ -18,6 +19,9 @@ from matplotlib.figure import Figure
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from tasks.errors import retry_unless_user_error
+from tasks.summary import same_model, summary_markdown, table_rows
+
 LATEST = "latest"
 SUMMARY_KEY = "linreg-summary"
 TABLE_KEY = "linreg-coefficients"
@@ -33,10 +37,16 @@ def dumps(doc: dict) -> bytes:
     return (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode()
 
 
-def png_bytes(fig: Figure) -> bytes:
+def png_bytes(fig: Figure, dpi: float | None = None) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png")
+    fig.savefig(buffer, format="png", dpi=dpi or fig.dpi)
     return buffer.getvalue()
+
+
+def data_uri(fig: Figure, dpi: float = 60) -> str:
+    """The figure as a small PNG data URI (Prefect's image artifact takes only a URL, and a
+    markdown artifact with an inline image needs no file server); ~20 KB at 60 dpi."""
+    return "data:image/png;base64," + base64.b64encode(png_bytes(fig, dpi)).decode("ascii")
 
 
 @contextmanager
@@ -108,13 +118,23 @@ def _fsync_folder(folder: Path) -> None:
             os.fsync(handle.fileno())
 
 
+def previous_version(artifacts_dir: Path, target: str, terms: list[str], intercept: bool) -> tuple[str | None, dict | None]:
+    """The newest complete version of the same model (target, terms, intercept), if any."""
+    model = {"target": target, "terms": list(terms), "intercept": intercept}
+    for path in reversed(list_versions(artifacts_dir)):
+        doc = read_version(path)["coefficients"]
+        if same_model(doc, model):
+            return path.name, doc
+    return None, None
+
+
 def publish_to_prefect(markdown: str, rows: list[dict]) -> None:
     """The run's summary and coefficient table, as Prefect artifacts (stable keys, so history shows)."""
     create_markdown_artifact(markdown=markdown, key=SUMMARY_KEY, description="Exact fit vs SGD")
     create_table_artifact(table=rows, key=TABLE_KEY, description="Coefficients, exact and SGD")
 
 
-@task(name="write-artifacts")
+@task(name="write-artifacts", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
 def write_artifacts(artifacts_dir: str, sha256: str, documents: dict[str, bytes | dict | Figure],
                     manifest: dict) -> str:
     """Write the version directory and return its absolute path."""
@@ -129,10 +149,20 @@ def write_artifacts(artifacts_dir: str, sha256: str, documents: dict[str, bytes 
     return str(write_version(Path(artifacts_dir), sha256, files, manifest))
 
 
-@task(name="publish-summary")
-def publish_summary(markdown: str, rows: list[dict]) -> None:
-    """Show the run's summary and coefficient table in the Prefect UI."""
-    publish_to_prefect(markdown, rows)
+@task(name="find-previous-version", retries=2, retry_delay_seconds=2,
+      retry_condition_fn=retry_unless_user_error)
+def find_previous_version(artifacts_dir: str, target: str, terms: list[str], intercept: bool) -> tuple[str | None, dict | None]:
+    """Find the last version of the same model, for drift."""
+    return previous_version(Path(artifacts_dir), target, terms, intercept)
+
+
+@task(name="publish-summary", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
+def publish_summary(doc: dict, comparison, version_path: str, figures: dict[str, Figure]) -> None:
+    """Show the run's summary (with its plots inline) and coefficient table in the Prefect UI."""
+    images = {name.removesuffix(".png"): data_uri(fig) for name, fig in figures.items()}
+    files = sorted(p.name for p in Path(version_path).iterdir())
+    markdown = summary_markdown(doc, comparison, version_path, doc["drift"], images, files)
+    publish_to_prefect(markdown, table_rows(doc, comparison, Path(version_path).name, doc["drift"]))
 
 
 def read_version(path: Path) -> dict:

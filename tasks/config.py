@@ -46,6 +46,9 @@ class TrainConfig(BaseModel):
     device: Literal["cpu", "cuda", "auto"] = "auto"
     # float64 by default: the cross-check is against an exact answer, so precision matters.
     dtype: Literal["float32", "float64"] = "float64"
+    # Wall-clock limit of the training task in seconds (a Prefect task timeout); None: no limit.
+    # One hour is far beyond any sensible run here and stops a forgotten 1e8-epoch job.
+    timeout: float | None = Field(3600.0, gt=0)
 
     @field_validator("lr")
     @classmethod
@@ -82,6 +85,7 @@ _OPTION_NAMES = {
     "batch_size": "--batch-size",
     "artifacts_dir": "--artifacts-dir",
     "data_dir": "--data-dir",
+    "timeout": "--train-timeout",
 }
 
 
@@ -90,7 +94,8 @@ def build_config(**options: object) -> RunConfig:
     model_keys = set(ModelSpec.model_fields)
     train_keys = set(TrainConfig.model_fields)
     model = {k: v for k, v in options.items() if k in model_keys and v is not None}
-    train = {k: v for k, v in options.items() if k in train_keys and v is not None}
+    # timeout=None is meaningful (no limit); every other None means "the default".
+    train = {k: v for k, v in options.items() if k in train_keys and (v is not None or k == "timeout")}
     if options.get("batch_size") is None:
         train.pop("batch_size", None)
     top = {k: v for k, v in options.items() if k not in model_keys | train_keys and v is not None}

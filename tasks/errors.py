@@ -6,3 +6,14 @@ class UserInputError(ValueError):
 
     The CLI turns it into exit status 2 and one line on stderr.
     """
+
+
+def retry_unless_user_error(task, task_run, state) -> bool:
+    """Prefect retry condition for I/O tasks: retry transient failures, never a user's mistake."""
+    try:
+        state.result()
+    except UserInputError:
+        return False
+    except Exception:  # noqa: BLE001 - any other failure may be transient (disk, network, API)
+        return True
+    return True

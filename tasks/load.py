@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
 
-from tasks.errors import UserInputError
+from tasks.errors import UserInputError, retry_unless_user_error
 
 # Encodings tried in order for a CSV without a byte-order mark; cp1252 accepts almost any bytes.
 _FALLBACK_ENCODINGS = ("utf-8", "cp1252")
@@ -130,7 +130,7 @@ def load_table(path: Path | str) -> LoadedTable:
     raise UserInputError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv or .parquet")
 
 
-@task(name="load-data")
+@task(name="load-data", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
 def load_data(path: str) -> LoadedTable:
     """Read the input table from disk."""
     return load_table(path)

@@ -100,51 +100,6 @@ def environment() -> dict:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions}
 
 
-def _fmt(value: float | None) -> str:
-    return "—" if value is None or not math.isfinite(value) else f"{value:.10g}"
-
-
-def summary_markdown(doc: dict, comparison: Comparison, version_path: str) -> str:
-    """The Prefect UI's run summary: coefficients side by side, the verdict, where the files are."""
-    exact, sgd = doc["exact"], doc["sgd"]
-    names = (["intercept"] if doc["intercept"] else []) + doc["terms"]
-    ex = ([exact["intercept"]] if doc["intercept"] else []) + exact["coefficients"]
-    sg = ([sgd["intercept"]] if doc["intercept"] else []) + sgd["coefficients"]
-    lines = [
-        f"# linreg-flow: `{doc['target']}` on {', '.join(doc['terms'])}",
-        "",
-        f"**Verdict:** {'converged' if comparison.converged else 'not converged'}: {comparison.summary}",
-        "",
-        "| parameter | exact | SGD | abs. difference |",
-        "| --- | ---: | ---: | ---: |",
-    ]
-    for name, a, b in zip(names, ex, sg):
-        diff = abs(b - a) if a is not None and b is not None else None
-        lines.append(f"| {name} | {_fmt(a)} | {_fmt(b)} | {_fmt(diff)} |")
-    lines += [
-        "",
-        f"R² {_fmt(exact['r_squared'])} · residual SD {_fmt(exact['residual_std'])} · "
-        f"condition number {_fmt(exact['condition_number'])} "
-        f"({_fmt(exact['condition_number_scaled'])} scaled)",
-        f"SGD: {sgd['optimizer']}, lr {_fmt(sgd['lr'])}, {sgd['epochs']} epochs ({sgd['stop_reason']}), "
-        f"excess MSE {_fmt(comparison.excess_mse)}",
-        "",
-        f"Version folder: `{version_path}`",
-    ]
-    return "\n".join(lines)
-
-
-def table_rows(doc: dict, comparison: Comparison, version: str) -> list[dict]:
-    """One row per parameter, for the Prefect table artifact."""
-    names = (["intercept"] if doc["intercept"] else []) + doc["terms"]
-    ex = ([doc["exact"]["intercept"]] if doc["intercept"] else []) + doc["exact"]["coefficients"]
-    sg = ([doc["sgd"]["intercept"]] if doc["intercept"] else []) + doc["sgd"]["coefficients"]
-    return [
-        {"version": version, "parameter": n, "exact": a, "sgd": b, "converged": comparison.converged}
-        for n, a, b in zip(names, ex, sg)
-    ]
-
-
 def manifest_doc(parameters: dict, data: dict, timings: dict[str, float], device: str) -> dict:
     """manifest.json without version, created_at and files, which the writer adds."""
     env = environment()

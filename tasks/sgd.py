@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from prefect import task
+from prefect import get_run_logger, task
 
 from tasks.config import TrainConfig
 from tasks.design import Design
@@ -263,4 +263,9 @@ def _step(opt: torch.optim.Optimizer, closure: Callable[[], torch.Tensor]) -> to
 @task(name="train-sgd")
 def train_sgd_task(design: Design, cfg: TrainConfig) -> SGDResult:
     """Train the torch model by gradient descent."""
-    return train_sgd(design, cfg)
+    from tasks.progress import TrainingProgress
+
+    progress = TrainingProgress(get_run_logger(), cfg.epochs, f"torch {cfg.optimizer}, up to {cfg.epochs} epochs")
+    result = train_sgd(design, cfg, progress=progress)
+    progress.finish(result.epochs, result.stop_reason, result.final_loss)
+    return result

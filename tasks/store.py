@@ -16,6 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from prefect import task
 
+from tasks.errors import retry_unless_user_error
+
 
 @dataclass(frozen=True)
 class StoredData:
@@ -68,7 +70,7 @@ def write_parquet_once(frame: pd.DataFrame, data_dir: Path, source: str) -> Stor
     return StoredData(str(target.resolve()), sha, len(frame))
 
 
-@task(name="store-data")
+@task(name="store-data", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
 def store_data(frame: pd.DataFrame, data_dir: str, source: str) -> StoredData:
     """Write the validated table to the data folder as content-addressed Parquet."""
     return write_parquet_once(frame, Path(data_dir), source)

@@ -52,11 +52,13 @@ def prefect_server(home: Path, startup_timeout: float = 120):
     home.mkdir(parents=True, exist_ok=True)
     port = free_port()
     log = open(home / "server.log", "wb")
+    url = f"http://127.0.0.1:{port}/api"
+    # The UI asks the API at this address (by default it assumes port 4200).
+    env = cli_env(home) | {"PREFECT_SERVER_UI_API_URL": url}
     proc = subprocess.Popen(
         [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=cli_env(home), stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}/api"
     try:
         deadline = time.monotonic() + startup_timeout
         while True:

@@ -1,0 +1,37 @@
+"""Training progress for people watching: log lines on stderr and a Prefect progress artifact."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+# At most one artifact update this often, and a log line at each tenth of the epoch budget.
+UPDATE_EVERY_S = 0.5
+
+
+class TrainingProgress:
+    """A `progress(epoch, total, loss)` callback for train_sgd."""
+
+    def __init__(self, logger: logging.Logger | logging.LoggerAdapter, total: int, label: str):
+        self.logger = logger
+        self.total = total
+        self.next_tenth = 1
+        self.last_update = 0.0
+        self.artifact_id = create_progress_artifact(progress=0.0, description=f"Training: {label}")
+
+    def __call__(self, epoch: int, total: int, loss: float) -> None:
+        percent = 100.0 * epoch / total
+        now = time.monotonic()
+        if now - self.last_update >= UPDATE_EVERY_S:
+            update_progress_artifact(artifact_id=self.artifact_id, progress=percent)
+            self.last_update = now
+        while epoch * 10 >= self.next_tenth * total and self.next_tenth <= 10:
+            self.logger.info(f"training: epoch {epoch}/{total} ({percent:.0f}%), loss {loss:.10g}")
+            self.next_tenth += 1
+
+    def finish(self, epochs: int, stop_reason: str, loss: float) -> None:
+        """Mark the artifact complete: training ends early when the loss stops improving."""
+        update_progress_artifact(artifact_id=self.artifact_id, progress=100.0)
+        self.logger.info(f"training: stopped after {epochs} epochs ({stop_reason}), loss {loss:.10g}")

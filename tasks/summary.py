@@ -1,0 +1,92 @@
+"""What the Prefect UI shows for a run: the summary markdown, the coefficient table and the drift."""
+
+from __future__ import annotations
+
+import math
+
+from tasks.compare import Comparison
+
+
+def _fmt(value: float | None) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.10g}"
+
+
+def parameters(doc: dict, block: str) -> tuple[list[str], list[float | None]]:
+    """Names and values of one block ("exact" or "sgd") of coefficients.json, intercept first."""
+    names = (["intercept"] if doc["intercept"] else []) + list(doc["terms"])
+    head = [doc[block]["intercept"]] if doc["intercept"] else []
+    return names, head + list(doc[block]["coefficients"])
+
+
+def same_model(a: dict, b: dict) -> bool:
+    """Same target, terms and intercept: the coefficients of the two can be compared."""
+    return (a.get("target"), a.get("terms"), a.get("intercept")) == (b.get("target"), b.get("terms"), b.get("intercept"))
+
+
+def drift(previous: dict | None, previous_version: str | None, doc: dict) -> dict:
+    """How the exact coefficients moved since the previous version of the same model."""
+    if previous is None:
+        return {"since": None, "changes": None, "max_abs_change": None, "max_rel_change": None}
+    names, now = parameters(doc, "exact")
+    _, before = parameters(previous, "exact")
+    changes = {n: (b - a if a is not None and b is not None else None) for n, a, b in zip(names, before, now)}
+    rel = [abs(c) / abs(a) for c, a in zip(changes.values(), before) if c is not None and a]
+    finite = [abs(c) for c in changes.values() if c is not None]
+    return {
+        "since": previous_version,
+        "changes": changes,
+        "max_abs_change": max(finite) if finite else None,
+        "max_rel_change": max(rel) if rel else None,
+    }
+
+
+def summary_markdown(doc: dict, comparison: Comparison, version_path: str, moved: dict,
+                     images: dict[str, str], files: list[str]) -> str:
+    """The run's summary: coefficients side by side, verdict, fit statistics, drift, plots, files."""
+    exact, sgd = doc["exact"], doc["sgd"]
+    names, ex = parameters(doc, "exact")
+    _, sg = parameters(doc, "sgd")
+    changes = moved["changes"] or {}
+    verdict = "converged" if comparison.converged else "not converged"
+    lines = [
+        f"# `{doc['target']}` ~ {' + '.join((['1'] if doc['intercept'] else []) + doc['terms'])}",
+        "",
+        f"**Verdict: {verdict}.** {comparison.summary}.",
+        "",
+        "| parameter | exact least squares | torch SGD | abs. difference | change since previous |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    for name, a, b in zip(names, ex, sg):
+        diff = abs(b - a) if a is not None and b is not None else None
+        lines.append(f"| {name} | {_fmt(a)} | {_fmt(b)} | {_fmt(diff)} | {_fmt(changes.get(name))} |")
+    since = (f"drift since `{moved['since']}`: largest relative change {_fmt(moved['max_rel_change'])}"
+             if moved["since"] else "first version of this model: no drift yet")
+    lines += [
+        "",
+        f"- R² **{_fmt(exact['r_squared'])}**, adjusted {_fmt(exact['adj_r_squared'])}, "
+        f"residual SD {_fmt(exact['residual_std'])}",
+        f"- condition number {_fmt(exact['condition_number'])} (scaled design "
+        f"{_fmt(exact['condition_number_scaled'])})",
+        f"- SGD: {sgd['optimizer']}, lr {_fmt(sgd['lr'])}, {sgd['epochs']} epochs ({sgd['stop_reason']}), "
+        f"excess MSE {_fmt(comparison.excess_mse)}",
+        f"- {since}",
+        *(f"- **warning:** {w}" for w in exact.get("warnings", [])),
+        "",
+    ]
+    for name, uri in images.items():
+        lines += [f"![{name}]({uri})", ""]
+    lines += [f"Version folder: `{version_path}`", ""]
+    lines += [f"- [{f}](file://{version_path}/{f})" for f in files]
+    return "\n".join(lines)
+
+
+def table_rows(doc: dict, comparison: Comparison, version: str, moved: dict) -> list[dict]:
+    """One row per parameter for the Prefect table artifact (its history is the trend)."""
+    names, ex = parameters(doc, "exact")
+    _, sg = parameters(doc, "sgd")
+    changes = moved["changes"] or {}
+    return [
+        {"version": version, "parameter": n, "exact": a, "sgd": b, "change_since_previous": changes.get(n),
+         "converged": comparison.converged}
+        for n, a, b in zip(names, ex, sg)
+    ]

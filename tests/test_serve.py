@@ -1,0 +1,194 @@
+"""Scheduled runs against a real Prefect server, and what its UI shows, in a real headless browser.
+
+Everything is started here (server, `linreg serve`, Chromium) and stopped by PID, also on failure.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.prefect_server import BIN, cli_env, prefect_server, stop
+
+CHROMIUM = Path("/usr/bin/chromium")
+DEPLOYMENT = "linreg-test-schedule"
+SEED = Path(__file__).resolve().parents[1] / "data" / "seed.csv"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    home = tmp_path_factory.mktemp("serve-prefect")
+    with prefect_server(home) as url:
+        yield url, home
+
+
+def _client(url: str):
+    """A sync Prefect client for `url` (settings read at call time, not from the test process)."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return SyncPrefectClient(api=url)
+
+
+def _completed_runs(client, deployment_id) -> list:
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    runs = client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+    failed = [r for r in runs if r.state and r.state.is_final() and not r.state.is_completed()]
+    assert not failed, f"scheduled runs failed: {[(r.name, r.state.message) for r in failed]}"
+    return [r for r in runs if r.state and r.state.is_completed()]
+
+
+@pytest.fixture(scope="module")
+def served(server, tmp_path_factory):
+    """`linreg serve --interval 5` until two scheduled runs have completed; stopped by PID after."""
+    url, home = server
+    work = tmp_path_factory.mktemp("served")
+    env = cli_env(home, url) | {"PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    out = open(work / "serve.log", "wb")
+    proc = subprocess.Popen(
+        [str(BIN / "linreg"), "serve", str(SEED), "--interval", "5", "--name", DEPLOYMENT,
+         "--artifacts-dir", str(work / "artifacts"), "--data-dir", str(work / "data")],
+        env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=work,
+    )
+    try:
+        with _client(url) as client:
+            deadline = time.monotonic() + 240
+            deployment = None
+            while True:
+                assert proc.poll() is None, (work / "serve.log").read_text()[-3000:]
+                if deployment is None:
+                    try:
+                        deployment = client.read_deployment_by_name(f"linreg-regression/{DEPLOYMENT}")
+                    except Exception:  # noqa: BLE001 - not registered yet
+                        deployment = None
+                if deployment is not None and len(_completed_runs(client, deployment.id)) >= 2:
+                    break
+                assert time.monotonic() < deadline, (work / "serve.log").read_text()[-3000:]
+                time.sleep(1)
+            runs = _completed_runs(client, deployment.id)
+        yield {"url": url, "runs": runs, "work": work, "proc": proc}
+    finally:
+        stop(proc)
+        out.close()
+
+
+def test_scheduled_runs_complete_with_their_artifacts(served):
+    """At least two scheduled runs completed; every task Completed; each has its summary and table."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
+
+    with _client(served["url"]) as client:
+        for run in served["runs"][:2]:
+            tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
+            assert tasks and all(t.state.is_completed() for t in tasks), [(t.name, t.state.type) for t in tasks]
+            names = {t.name.rsplit("-", 1)[0] for t in tasks}
+            assert {"load-data", "fit-exact", "train-sgd", "write-artifacts", "publish-summary"} <= names
+            artifacts = client.read_artifacts(
+                artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+            by_type = {a.type: a for a in artifacts}
+            assert by_type["markdown"].key == "linreg-summary"
+            assert by_type["table"].key == "linreg-coefficients"
+            assert "progress" in by_type and by_type["progress"].data == 100.0
+            summary = by_type["markdown"].data
+            assert "exact least squares" in summary and "data:image/png;base64," in summary
+            rows = json.loads(by_type["table"].data) if isinstance(by_type["table"].data, str) else by_type["table"].data
+            assert [r["parameter"] for r in rows] == ["intercept", "x"]
+    versions = sorted(p for p in (served["work"] / "artifacts").iterdir() if p.is_dir() and not p.is_symlink())
+    assert len(versions) >= 2
+    drift = json.loads((versions[-1] / "coefficients.json").read_text())["drift"]
+    assert drift["since"] == versions[-2].name and drift["max_abs_change"] == 0.0
+
+
+def test_serve_stops_cleanly_on_sigterm(server, tmp_path):
+    """SIGTERM ends `linreg serve` with exit 0, like Ctrl-C."""
+    url, home = server
+    proc = subprocess.Popen(
+        [str(BIN / "linreg"), "serve", str(SEED), "--cron", "0 6 * * *", "--name", "linreg-sigterm",
+         "--artifacts-dir", str(tmp_path / "a"), "--data-dir", str(tmp_path / "d")],
+        env=cli_env(home, url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        with _client(url) as client:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    client.read_deployment_by_name("linreg-regression/linreg-sigterm")
+                    break
+                except Exception:  # noqa: BLE001 - not registered yet
+                    assert proc.poll() is None and time.monotonic() < deadline
+                    time.sleep(0.5)
+        os.killpg(proc.pid, 15)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        stop(proc)
+
+
+def test_serve_without_a_server_is_a_clear_error(tmp_path):
+    """No reachable API: exit 2 and one line naming PREFECT_API_URL."""
+    done = subprocess.run(
+        [str(BIN / "linreg"), "serve", str(SEED), "--interval", "5"],
+        env=cli_env(tmp_path, "http://127.0.0.1:9/api"), capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "PREFECT_API_URL" in lines[0], done.stderr
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_ui_shows_the_coefficient_table_and_the_fit_plot(served, tmp_path):
+    """Headless Chromium: the flow run's summary artifact shows the table and the fit image loads."""
+    from playwright.sync_api import sync_playwright
+
+    run = served["runs"][0]
+    base = served["url"].removesuffix("/api")
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=[
+            "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+            "--disable-component-update", "--disable-sync"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.goto(f"{base}/runs/flow-run/{run.id}", wait_until="networkidle")
+            page.get_by_text("Artifacts", exact=True).first.click()
+            page.get_by_text("linreg-summary").first.click()
+            page.wait_for_url("**/artifacts/artifact/**")
+            table = page.locator("table").first
+            table.wait_for(timeout=30_000)
+            text = table.inner_text()
+            assert "exact least squares" in text and "torch SGD" in text and "intercept" in text
+            fit = page.locator("img[alt=fit]")
+            fit.wait_for(timeout=30_000)
+            page.wait_for_function("() => document.querySelector('img[alt=fit]').complete", timeout=30_000)
+            assert fit.evaluate("img => img.naturalWidth") > 0
+            shot = tmp_path / "summary.png"
+            page.screenshot(path=str(shot), full_page=True)
+            assert shot.stat().st_size > 10_000
+        finally:
+            browser.close()
+
+
+def test_prefect_yaml_deploys_to_a_process_work_pool(server, tmp_path):
+    """`prefect deploy` with the shipped prefect.yaml, one run picked up by a process worker."""
+    url, home = server
+    env = cli_env(home, url)
+    root = Path(__file__).resolve().parents[1]
+
+    def prefect(*args: str, cwd: Path = root) -> subprocess.CompletedProcess:
+        done = subprocess.run([str(BIN / "prefect"), *args], env=env | {"PWD": str(cwd)}, cwd=cwd,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+        return done
+
+    prefect("work-pool", "create", "linreg-process", "--type", "process", "--overwrite")
+    prefect("--no-prompt", "deploy", "--all")
+    config = {"data": str(SEED), "artifacts_dir": str(tmp_path / "artifacts"), "data_dir": str(tmp_path / "data")}
+    prefect("deployment", "run", "linreg-regression/linreg-daily", "--param", f"config={json.dumps(config)}")
+    # The worker runs from another folder: prefect.yaml's pull step brings it back to the project.
+    prefect("worker", "start", "--pool", "linreg-process", "--run-once", cwd=tmp_path)
+    versions = [p for p in (tmp_path / "artifacts").iterdir() if p.is_dir() and not p.is_symlink()]
+    assert len(versions) == 1
+    coef = json.loads((versions[0] / "coefficients.json").read_text())
+    assert abs(coef["exact"]["coefficients"][0] - 9.650293641652478) < 1e-12
