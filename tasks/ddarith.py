@@ -39,12 +39,6 @@ def renormalize(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return s, lo - (s - hi)
 
 
-def mul(ah: np.ndarray, al: np.ndarray, bh: np.ndarray, bl: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(ah + al) * (bh + bl) in double-double."""
-    p, e = two_prod(ah, bh)
-    return renormalize(p, e + (ah * bl + al * bh))
-
-
 def sum_rows(hi: np.ndarray, lo: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Row sums of hi + lo, (p, n) -> (p,), in double-double by pairwise TwoSum.
 

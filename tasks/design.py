@@ -8,6 +8,8 @@ from fractions import Fraction
 
 import numpy as np
 
+from tasks import rational
+
 
 @dataclass(frozen=True)
 class Design:
@@ -70,7 +72,7 @@ class ScaledBasis:
 
     @property
     def to_params(self) -> np.ndarray:
-        return np.array([[float(v) for v in row] for row in self.exact])
+        return np.array(rational.to_float(self.exact))
 
 
 def scaled_basis(design: Design) -> ScaledBasis:

@@ -12,6 +12,7 @@ import numpy as np
 from prefect import get_run_logger, task
 
 from tasks import ddarith as dd
+from tasks import rational as rq
 from tasks.design import Design, ScaledBasis, scaled_basis
 from tasks.refine import refine
 
@@ -76,33 +77,13 @@ def initial_solve(design: Design, basis: ScaledBasis) -> tuple[np.ndarray, np.nd
     return basis.to_params @ np.linalg.solve(R, np.linalg.solve(R.T, basis.W.T @ design.y)), R
 
 
-def _fractions(A) -> list[list[Fraction]]:
-    return [[v if isinstance(v, Fraction) else Fraction(float(v)) for v in row] for row in A]
-
-
-def _matmul(A: list[list[Fraction]], B: list[list[Fraction]]) -> list[list[Fraction]]:
-    return [[sum((a * B[k][j] for k, a in enumerate(row) if a), Fraction(0)) for j in range(len(B[0]))]
-            for row in A]
-
-
-def _upper_inverse(T) -> list[list[Fraction]]:
-    """Exact inverse of an upper-triangular rational matrix (back substitution)."""
-    p = len(T)
-    inv = [[Fraction(0)] * p for _ in range(p)]
-    for j in range(p):
-        for i in range(j, -1, -1):
-            acc = Fraction(int(i == j)) - sum((T[i][k] * inv[k][j] for k in range(i + 1, j + 1)), Fraction(0))
-            inv[i][j] = acc / T[i][i]
-    return inv
-
-
 def condition_numbers(design: Design, basis: ScaledBasis, R: np.ndarray) -> tuple[float, float]:
     """2-norm condition numbers of the raw design [1, terms] and of its standardized columns.
 
     X = W T^-1 = Q (R T^-1), so X's singular values are those of the small matrix R T^-1; the
     standardized design is X S (intercept column 1/sqrt(n); terms centered, unit norm).
     """
-    RT = _matmul(_fractions(R), _upper_inverse(basis.exact))
+    RT = rq.matmul(rq.fractions(R), rq.upper_inverse(basis.exact))
     terms = design.terms
     k, p = int(design.intercept), design.n_params
     center = terms.mean(axis=0) if k else np.zeros(terms.shape[1])
@@ -115,8 +96,8 @@ def condition_numbers(design: Design, basis: ScaledBasis, R: np.ndarray) -> tupl
         S[k + j][k + j] = 1 / Fraction(float(norms[j]))
         if k:
             S[0][k + j] = -Fraction(float(center[j])) / Fraction(float(norms[j]))
-    raw = np.linalg.cond(np.array([[float(v) for v in row] for row in RT]))
-    scaled = np.linalg.cond(np.array([[float(v) for v in row] for row in _matmul(RT, S)]))
+    raw = np.linalg.cond(np.array(rq.to_float(RT)))
+    scaled = np.linalg.cond(np.array(rq.to_float(rq.matmul(RT, S))))
     return float(raw), float(scaled)
 
 
@@ -126,7 +107,7 @@ def inverse_gram_diagonal(basis: ScaledBasis, R: np.ndarray) -> np.ndarray:
     The rows of T are huge and cancel inside R^-T t_i, so the triangular solve is done on the
     rationals of R and T; R's own rounding only perturbs the result by about cond(W)^2 * 2^-53.
     """
-    Rq = _fractions(R)
+    Rq = rq.fractions(R)
     p = len(Rq)
     out = []
     for t in basis.exact:

@@ -19,6 +19,7 @@ from fractions import Fraction
 import numpy as np
 
 from tasks import ddarith as dd
+from tasks import rational as rq
 from tasks.design import Design, ScaledBasis
 
 MAX_STEPS = 8
@@ -113,13 +114,6 @@ def residual_of(design: Design, params: np.ndarray) -> tuple[np.ndarray, np.ndar
     return ExactDesign(design).residual([Fraction(float(v)) for v in params])
 
 
-def _matvec(T: tuple[tuple[Fraction, ...], ...], v: list[Fraction], transpose: bool = False) -> list[Fraction]:
-    n = len(T)
-    if transpose:
-        return [sum((T[i][j] * v[i] for i in range(n)), Fraction(0)) for j in range(n)]
-    return [sum((T[i][j] * v[j] for j in range(n)), Fraction(0)) for i in range(n)]
-
-
 def refine(design: Design, basis: ScaledBasis, R: np.ndarray, beta0: np.ndarray) -> Refined:
     """Refine beta0 until the correction is below float64 resolution (or MAX_STEPS)."""
     X = ExactDesign(design)
@@ -134,12 +128,12 @@ def refine(design: Design, basis: ScaledBasis, R: np.ndarray, beta0: np.ndarray)
     last, converged, steps = math.inf, False, 0
     r = X.residual(beta)
     for steps in range(1, MAX_STEPS + 1):
-        h = np.array([float(v) for v in _matvec(basis.exact, X.gradient(r), transpose=True)])
+        h = np.array([float(v) for v in rq.matvec(basis.exact, X.gradient(r), transpose=True)])
         u = np.linalg.solve(R, np.linalg.solve(R.T, h))  # (W^T W)^-1 h, W = QR
         size = float(np.linalg.norm(u))
         if not math.isfinite(size) or size >= last:
             break  # not contracting: the design is too close to rank deficient for this solver
-        delta = _matvec(basis.exact, [Fraction(float(v)) for v in u])
+        delta = rq.matvec(basis.exact, [Fraction(float(v)) for v in u])
         beta = [b + d for b, d in zip(beta, delta)]
         last = size
         # Converged when the correction is below float64 resolution, or, for straight-line terms,
