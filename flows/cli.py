@@ -11,6 +11,7 @@ from typing import Annotated, Optional
 import click
 import typer
 
+from flows.backend import BackendUnavailable
 from tasks.errors import UserInputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -31,7 +32,8 @@ Standardize = Annotated[bool, typer.Option("--standardize/--no-standardize", hel
 Seed = Annotated[int, typer.Option(help="Seed of the local torch generator.")]
 Device = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
 Dtype = Annotated[str, typer.Option(help="float32 or float64.")]
-TrainTimeout = Annotated[float, typer.Option(help="Time limit of the training task in seconds (0: none).")]
+TrainTimeout = Annotated[float, typer.Option(
+    help="Time limit of training in seconds; it then stops (stop reason 'timeout') and keeps what it reached (0: none).")]
 Rtol = Annotated[Optional[float], typer.Option(help="Relative tolerance of the converged verdict (default 1e-6, float32: 1e-4).")]
 ArtifactsDir = Annotated[Path, typer.Option(help="Where version folders are written.")]
 DataDir = Annotated[Path, typer.Option(help="Where validated/<sha256>.parquet is stored.")]
@@ -115,8 +117,10 @@ def run(
     config = _config(data, target, features, degree, no_intercept, optimizer, lr, epochs, batch_size,
                      tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir, train_timeout)
     _preflight(config)
+    from flows.backend import ensure_api
     from flows.regression import regression_flow
 
+    ensure_api()
     path = regression_flow(config=config)
     sys.stderr.flush()
     print(path, flush=True)
@@ -169,6 +173,9 @@ def main(argv: list[str] | None = None) -> None:
     except UserInputError as exc:
         print(f"linreg: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except BackendUnavailable as exc:
+        print(f"linreg: failed: {exc}", file=sys.stderr)
+        sys.exit(1)
     except (click.Abort, KeyboardInterrupt):
         print("linreg: interrupted", file=sys.stderr)
         sys.exit(130)

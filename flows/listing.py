@@ -32,7 +32,10 @@ def print_versions(artifacts_dir: Path) -> None:
         table.add_column(column, overflow="fold")
     for path in reversed(list_versions(artifacts_dir)):
         docs = read_version(path)
-        coef, comp, manifest = docs["coefficients"], docs["comparison"], docs["manifest"]
+        if docs.damage:  # unreadable or changed by hand: its figures cannot be trusted
+            table.add_row(path.name, "—", f"damaged: {docs.damage}", *["—"] * 6)
+            continue
+        coef, comp, manifest = docs.coefficients, docs.comparison, docs.manifest
         exact, sgd = coef.get("exact", {}), coef.get("sgd", {})
         intercept = coef.get("intercept", False)
         model = f"{coef.get('target', '?')} ~ {' + '.join((['1'] if intercept else []) + coef.get('terms', []))}"

@@ -9,10 +9,9 @@ import io
 import json
 import os
 import shutil
-import tempfile
-import uuid
 from contextlib import contextmanager
-from datetime import datetime, timezone
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from matplotlib.figure import Figure
@@ -20,16 +19,21 @@ from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.errors import retry_unless_user_error
-from tasks.summary import same_model, summary_markdown, table_rows
+from tasks.faults import crash_point
+from tasks.summary import drift, same_model, summary_markdown, table_rows
+from tasks.tempfiles import remove_stale, temp_name
 
 LATEST = "latest"
 SUMMARY_KEY = "linreg-summary"
 TABLE_KEY = "linreg-coefficients"
+VERSION_TIME = "%Y%m%dT%H%M%S%fZ"
+VERSION_TEMP = (".tmp-", "")  # prefix and suffix of a version folder being written
+LATEST_TEMP = (".latest-", "")  # of the symlink that replaces `latest`
 
 
 def version_name(sha256: str, now: datetime) -> str:
     """UTC time to the microsecond first (names sort in creation order), then the data's hash prefix."""
-    return f"{now:%Y%m%dT%H%M%S%fZ}-{sha256[:8]}"
+    return f"{now.strftime(VERSION_TIME)}-{sha256[:8]}"
 
 
 def dumps(doc: dict) -> bytes:
@@ -51,7 +55,7 @@ def data_uri(fig: Figure, dpi: float = 60) -> str:
 
 @contextmanager
 def _locked(folder: Path):
-    """An exclusive lock on folder/.lock, so concurrent runs update `latest` one at a time."""
+    """An exclusive lock on folder/.lock: one run at a time names, renames and points `latest`."""
     with open(folder / ".lock", "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
@@ -61,71 +65,119 @@ def _locked(folder: Path):
 
 
 def list_versions(artifacts_dir: Path) -> list[Path]:
-    """Complete versions, oldest first (hidden temp folders and `latest` are not versions)."""
+    """Version folders, oldest first (hidden temp folders and `latest` are not versions)."""
     if not artifacts_dir.is_dir():
         return []
     return sorted(p for p in artifacts_dir.iterdir()
                   if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
 
 
-def _point_latest(artifacts_dir: Path) -> None:
-    versions = list_versions(artifacts_dir)
-    if not versions:
-        return
-    link = artifacts_dir / LATEST
-    tmp = artifacts_dir / f".latest-{uuid.uuid4().hex}"
-    os.symlink(versions[-1].name, tmp)
-    os.replace(tmp, link)
+@dataclass(frozen=True)
+class VersionDocs:
+    """The JSON documents of one version folder; `damage` says why it cannot be trusted (None: sound)."""
+
+    manifest: dict
+    coefficients: dict
+    comparison: dict
+    damage: str | None
 
 
-def write_version(artifacts_dir: Path, sha256: str, files: dict[str, bytes], manifest: dict) -> Path:
-    """Write files + manifest.json into a hidden temp folder, then rename it to its version name.
+def _load(file: Path) -> tuple[dict, bytes, str | None]:
+    """A JSON object from file, its bytes, and what is wrong with it (None: nothing)."""
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        return {}, b"", f"{file.name} unreadable ({exc.strerror})"
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        return {}, raw, f"{file.name} is not valid JSON ({exc})"
+    return (doc, raw, None) if isinstance(doc, dict) else ({}, raw, f"{file.name} is not a JSON object")
 
-    The version appears complete or not at all; a name taken by a concurrent run is never reused.
+
+def read_version(path: Path) -> VersionDocs:
+    """Read manifest, coefficients and comparison; each must parse and match its sha256 in the manifest."""
+    manifest, _, damage = _load(path / "manifest.json")
+    recorded = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    docs = {}
+    for name in ("coefficients.json", "comparison.json"):
+        docs[name], raw, problem = _load(path / name)
+        if problem is None and name not in recorded:
+            problem = f"manifest.json lists no sha256 for {name}"
+        elif problem is None and recorded[name] != hashlib.sha256(raw).hexdigest():
+            problem = f"{name} does not match its sha256 in manifest.json"
+        damage = damage or problem
+    return VersionDocs(manifest, docs["coefficients.json"], docs["comparison.json"], damage)
+
+
+def previous_version(artifacts_dir: Path, model: dict) -> tuple[str | None, dict | None]:
+    """The newest sound version of the same model (target, terms, intercept): name, coefficients."""
+    for path in reversed(list_versions(artifacts_dir)):
+        docs = read_version(path)
+        if docs.damage is None and same_model(docs.coefficients, model):
+            return path.name, docs.coefficients
+    return None, None
+
+
+def _next_time(versions: list[Path], now: datetime) -> datetime:
+    """now, or 1 us after the newest version's time if the clock is behind it: names sort in publish order."""
+    for path in reversed(versions):
+        try:
+            newest = datetime.strptime(path.name.split("-")[0], VERSION_TIME).replace(tzinfo=timezone.utc)
+        except ValueError:
+            continue  # not one of our names
+        return max(now, newest + timedelta(microseconds=1))
+    return now
+
+
+def _point_latest(artifacts_dir: Path, name: str) -> None:
+    tmp = artifacts_dir / temp_name(*LATEST_TEMP)
+    os.symlink(name, tmp)
+    os.replace(tmp, artifacts_dir / LATEST)
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "xb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def write_version(artifacts_dir: Path, sha256: str, files: dict[str, bytes], coefficients: dict,
+                  manifest: dict) -> tuple[Path, dict]:
+    """Write a version folder; return its path and coefficients.json as written (with drift).
+
+    The big files go into a hidden temp folder first. Then, under the lock, the newest sound version
+    of the same model is read for drift, coefficients.json and manifest.json are written, the folder
+    gets its name and `latest` moves: a chain of overlapping runs gets a correct drift chain, and a
+    version appears complete or not at all.
     """
     artifacts_dir.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=artifacts_dir))
+    remove_stale(artifacts_dir, (VERSION_TEMP, LATEST_TEMP))  # what killed runs left; one listdir
+    tmp = artifacts_dir / temp_name(*VERSION_TEMP)
+    tmp.mkdir()
     try:
-        umask = os.umask(0)
-        os.umask(umask)
-        tmp.chmod(0o777 & ~umask)  # mkdtemp makes it private; a version is as readable as any folder
         for name, data in files.items():
-            (tmp / name).write_bytes(data)
-        manifest = dict(manifest, files={n: hashlib.sha256(d).hexdigest() for n, d in files.items()})
-        while True:
-            now = datetime.now(timezone.utc)
-            name = version_name(sha256, now)
-            doc = dict(manifest, version=name, created_at=now.isoformat())
-            (tmp / "manifest.json").write_bytes(dumps(doc))
-            _fsync_folder(tmp)
-            try:
-                os.rename(tmp, artifacts_dir / name)  # atomic; fails if the name exists
-                break
-            except OSError:
-                if not (artifacts_dir / name).exists():
-                    raise
+            _write_synced(tmp / name, data)
+        crash_point("version-temp")
         with _locked(artifacts_dir):
-            _point_latest(artifacts_dir)
-        return (artifacts_dir / name).resolve()
+            versions = list_versions(artifacts_dir)
+            since, previous = previous_version(artifacts_dir, coefficients)
+            doc = dict(coefficients, drift=drift(previous, since, coefficients))
+            files = files | {"coefficients.json": dumps(doc)}
+            _write_synced(tmp / "coefficients.json", files["coefficients.json"])
+            now = _next_time(versions, datetime.now(timezone.utc))
+            name = version_name(sha256, now)
+            _write_synced(tmp / "manifest.json", dumps(dict(
+                manifest, version=name, created_at=now.isoformat(),
+                files={n: hashlib.sha256(d).hexdigest() for n, d in files.items()})))
+            os.rename(tmp, artifacts_dir / name)  # atomic; the name is newer than every other
+            crash_point("renamed")
+            _point_latest(artifacts_dir, name)
+        return (artifacts_dir / name).resolve(), doc
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _fsync_folder(folder: Path) -> None:
-    for path in folder.iterdir():
-        with open(path, "rb") as handle:
-            os.fsync(handle.fileno())
-
-
-def previous_version(artifacts_dir: Path, target: str, terms: list[str], intercept: bool) -> tuple[str | None, dict | None]:
-    """The newest complete version of the same model (target, terms, intercept), if any."""
-    model = {"target": target, "terms": list(terms), "intercept": intercept}
-    for path in reversed(list_versions(artifacts_dir)):
-        doc = read_version(path)["coefficients"]
-        if same_model(doc, model):
-            return path.name, doc
-    return None, None
 
 
 def publish_to_prefect(markdown: str, rows: list[dict]) -> None:
@@ -134,26 +186,27 @@ def publish_to_prefect(markdown: str, rows: list[dict]) -> None:
     create_table_artifact(table=rows, key=TABLE_KEY, description="Coefficients, exact and SGD")
 
 
+def _as_bytes(value: bytes | dict | Figure) -> bytes:
+    if isinstance(value, Figure):
+        return png_bytes(value)
+    return dumps(value) if isinstance(value, dict) else value
+
+
+@dataclass(frozen=True)
+class WrittenVersion:
+    """A version folder as written: its absolute path and its coefficients.json (with drift)."""
+
+    path: str
+    coefficients: dict
+
+
 @task(name="write-artifacts", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
 def write_artifacts(artifacts_dir: str, sha256: str, documents: dict[str, bytes | dict | Figure],
-                    manifest: dict) -> str:
-    """Write the version directory and return its absolute path."""
-    files = {}
-    for name, value in documents.items():
-        if isinstance(value, Figure):
-            files[name] = png_bytes(value)
-        elif isinstance(value, dict):
-            files[name] = dumps(value)
-        else:
-            files[name] = value
-    return str(write_version(Path(artifacts_dir), sha256, files, manifest))
-
-
-@task(name="find-previous-version", retries=2, retry_delay_seconds=2,
-      retry_condition_fn=retry_unless_user_error)
-def find_previous_version(artifacts_dir: str, target: str, terms: list[str], intercept: bool) -> tuple[str | None, dict | None]:
-    """Find the last version of the same model, for drift."""
-    return previous_version(Path(artifacts_dir), target, terms, intercept)
+                    manifest: dict) -> WrittenVersion:
+    """Write the version directory, with the drift since the newest version of the same model."""
+    files = {name: _as_bytes(value) for name, value in documents.items() if name != "coefficients.json"}
+    path, doc = write_version(Path(artifacts_dir), sha256, files, documents["coefficients.json"], manifest)
+    return WrittenVersion(str(path), doc)
 
 
 @task(name="publish-summary", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
@@ -163,14 +216,3 @@ def publish_summary(doc: dict, comparison, version_path: str, figures: dict[str,
     files = sorted(p.name for p in Path(version_path).iterdir())
     markdown = summary_markdown(doc, comparison, version_path, doc["drift"], images, files)
     publish_to_prefect(markdown, table_rows(doc, comparison, Path(version_path).name, doc["drift"]))
-
-
-def read_version(path: Path) -> dict:
-    """The key figures of one version folder (manifest, coefficients, comparison)."""
-    docs = {}
-    for name in ("manifest", "coefficients", "comparison"):
-        try:
-            docs[name] = json.loads((path / f"{name}.json").read_text())
-        except (OSError, ValueError):
-            docs[name] = {}
-    return docs

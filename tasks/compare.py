@@ -78,15 +78,20 @@ def compare_fits(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float) -
     if sgd.diverged:
         summary = (f"SGD diverged at epoch {sgd.epochs} (lr {sgd.lr:.3g}); "
                    "try a smaller --lr, --lr auto or --standardize")
+    elif sgd.stop_reason == "timeout":
+        # The verdict is about the parameters: a run cut short may still have reached the optimum.
+        summary = (f"training stopped at its time limit (--train-timeout {sgd.time_limit:g} s) after "
+                   f"{sgd.epochs} epochs; max relative difference {max_rel:.3g} "
+                   + (f"<= {rtol:.3g}: SGD reached the exact fit" if converged else f"> {rtol:.3g}"))
     elif converged:
         summary = f"SGD reached the exact fit: max relative difference {max_rel:.3g} <= {rtol:.3g}"
     else:
         summary = (f"SGD did not converge in {sgd.epochs} epochs: max relative difference "
                    f"{max_rel:.3g} > {rtol:.3g}; condition number {exact.condition_number_scaled:.3g} "
                    "after scaling")
-        if needed is not None:
-            summary += ("; the loss is no longer falling" if math.isinf(needed)
-                        else f"; at its current rate it would need about {needed:.3g} epochs")
+    if needed is not None:  # neither converged nor diverged
+        summary += ("; the loss is no longer falling" if math.isinf(needed)
+                    else f"; at its current rate it would need about {needed:.3g} epochs")
     return Comparison(
         max_abs_diff=max_abs,
         max_rel_diff=max_rel,

@@ -46,8 +46,9 @@ class TrainConfig(BaseModel):
     device: Literal["cpu", "cuda", "auto"] = "auto"
     # float64 by default: the cross-check is against an exact answer, so precision matters.
     dtype: Literal["float32", "float64"] = "float64"
-    # Wall-clock limit of the training task in seconds (a Prefect task timeout); None: no limit.
-    # One hour is far beyond any sensible run here and stops a forgotten 1e8-epoch job.
+    # Wall-clock limit of training in seconds; None: no limit. The training loop checks it itself
+    # (every epoch, and between mini-batches) and stops with stop_reason "timeout", keeping the
+    # parameters reached. One hour is far beyond any sensible run here and stops a forgotten 1e8-epoch job.
     timeout: float | None = Field(3600.0, gt=0)
 
     @field_validator("lr")

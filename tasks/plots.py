@@ -31,8 +31,8 @@ def plot_fit(design: Design, exact: ExactFit, sgd: SGDResult) -> Figure:
         ax.scatter(x, y, s=22, color="black", zorder=3, label=f"data (n={design.n})")
         ax.plot(grid, _curve(design, exact.params, grid), label="exact least squares", **EXACT_STYLE)
         ax.plot(grid, _curve(design, sgd.params, grid), label=f"torch {sgd.optimizer}", **SGD_STYLE)
-        ax.set_xlabel(design.names[0])
-        ax.set_ylabel(design.target)
+        ax.set_xlabel(design.names[0], parse_math=False)  # names are user data, not mathtext
+        ax.set_ylabel(design.target, parse_math=False)
     else:
         X = design.matrix()
         ax.scatter(y, X @ exact.params, s=18, label="exact least squares", color=EXACT_STYLE["color"])
@@ -40,10 +40,10 @@ def plot_fit(design: Design, exact: ExactFit, sgd: SGDResult) -> Figure:
                    color=SGD_STYLE["color"])
         lo, hi = float(y.min()), float(y.max())
         ax.plot([lo, hi], [lo, hi], color="gray", lw=1, label="predicted = actual")
-        ax.set_xlabel(f"actual {design.target}")
-        ax.set_ylabel(f"predicted {design.target}")
+        ax.set_xlabel(f"actual {design.target}", parse_math=False)
+        ax.set_ylabel(f"predicted {design.target}", parse_math=False)
     terms = " + ".join(("b0",) * design.intercept + tuple(f"b{j + 1}·{t}" for j, t in enumerate(design.term_names)))
-    ax.set_title(f"{design.target} = {terms}", fontsize=10)
+    ax.set_title(f"{design.target} = {terms}", fontsize=10, parse_math=False)
     ax.legend(loc="best", fontsize=9)
     ax.grid(alpha=0.3)
     return fig
@@ -63,8 +63,11 @@ def plot_loss(sgd: SGDResult, exact_mse: float) -> Figure:
                 label="excess over exact minimum")
     if exact_mse > 0:
         ax.axhline(exact_mse, color=EXACT_STYLE["color"], ls=":", lw=1.5, label=f"exact minimum {exact_mse:.6g}")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    if finite.any():  # a run stopped (time limit) before its first epoch has nothing to draw
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+    else:
+        ax.text(0.5, 0.5, "no epoch completed", transform=ax.transAxes, ha="center")
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean squared error")
     ax.set_title(f"torch {sgd.optimizer}, lr {sgd.lr:.3g}, {sgd.epochs} epochs ({sgd.stop_reason})", fontsize=10)

@@ -7,7 +7,8 @@ import time
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
-# At most one artifact update this often, and a log line at each tenth of the epoch budget.
+# At most one artifact update this often, and a log line when training enters a new tenth of the
+# epoch budget (at most ten lines, and never two for one epoch).
 UPDATE_EVERY_S = 0.5
 
 
@@ -17,7 +18,7 @@ class TrainingProgress:
     def __init__(self, logger: logging.Logger | logging.LoggerAdapter, total: int, label: str):
         self.logger = logger
         self.total = total
-        self.next_tenth = 1
+        self.tenths_logged = 0
         self.last_update = 0.0
         self.artifact_id = create_progress_artifact(progress=0.0, description=f"Training: {label}")
 
@@ -27,9 +28,11 @@ class TrainingProgress:
         if now - self.last_update >= UPDATE_EVERY_S:
             update_progress_artifact(artifact_id=self.artifact_id, progress=percent)
             self.last_update = now
-        while epoch * 10 >= self.next_tenth * total and self.next_tenth <= 10:
+        # With fewer than ten epochs one call can cross several tenths: one line still.
+        tenths = min(10, epoch * 10 // total)
+        if tenths > self.tenths_logged:
             self.logger.info(f"training: epoch {epoch}/{total} ({percent:.0f}%), loss {loss:.10g}")
-            self.next_tenth += 1
+            self.tenths_logged = tenths
 
     def finish(self, epochs: int, stop_reason: str, loss: float) -> None:
         """Mark the artifact complete: training ends early when the loss stops improving."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,13 @@ class SGDResult:
     """What training reached; coefficients mapped back to the data's original scale.
 
     losses: (epochs,) full-data MSE in the target's original units, one per epoch run.
-    stop_reason: "tol" (loss stopped changing), "epochs" (ran out) or "diverged".
+    stop_reason: why training ended:
+      "tol"       the loss stopped improving (see TrainConfig.tol);
+      "epochs"    the epoch budget ran out;
+      "diverged"  the loss became non-finite or exploded;
+      "timeout"   the time limit (time_limit seconds, TrainConfig.timeout) passed; the parameters
+                  are those reached, and a mini-batch epoch cut short is not counted in epochs.
+    time_limit: the time limit training ran under, in seconds; None: none.
     """
 
     intercept: float | None
@@ -49,6 +56,7 @@ class SGDResult:
     device: str
     dtype: str
     seconds: float = 0.0
+    time_limit: float | None = None
 
     @property
     def diverged(self) -> bool:
@@ -81,6 +89,9 @@ def _stop_index(chunk: np.ndarray, tail: np.ndarray, tol: float) -> tuple[int | 
 def train_sgd(design: Design, cfg: TrainConfig, progress: Progress | None = None) -> SGDResult:
     """Train y ~ Linear(terms) by gradient descent; return coefficients on the original scale."""
     start = time.perf_counter()
+    # The loop checks the clock itself (a thread running torch cannot be interrupted from outside);
+    # time.monotonic costs well under a microsecond, against tens of microseconds for a step.
+    deadline = math.inf if cfg.timeout is None else time.monotonic() + cfg.timeout
     device = resolve_device(cfg.device)
     dtype = getattr(torch, cfg.dtype)
     X, y, n = design.terms, design.y, design.n
@@ -106,6 +117,14 @@ def train_sgd(design: Design, cfg: TrainConfig, progress: Progress | None = None
         loss.backward()
         return loss
 
+    def batch_step(idx: torch.Tensor) -> torch.Tensor:
+        """One step on the rows idx; returns the batch's summed squared error (on the device)."""
+        opt.zero_grad(set_to_none=True)
+        loss = loss_fn(model(Xt[idx]), yt[idx])
+        loss.backward()
+        opt.step()
+        return loss.detach() * len(idx)
+
     # Device tensors, stacked and copied to the host once a chunk: no .item() per epoch.
     pending: list[torch.Tensor] = []
     recorded: list[np.ndarray] = []
@@ -114,35 +133,37 @@ def train_sgd(design: Design, cfg: TrainConfig, progress: Progress | None = None
     for epoch in range(cfg.epochs):
         if batch is None:
             # The loss is that of the parameters before this epoch's step, as in the tutorial.
-            pending.append((opt.step(closure) if cfg.optimizer == "lbfgs" else _step(opt, closure)).detach())
+            loss: torch.Tensor | None = (
+                opt.step(closure) if cfg.optimizer == "lbfgs" else _step(opt, closure)).detach()
         else:
             order = torch.randperm(n, generator=generator).to(device)
-            total = torch.zeros((), dtype=dtype, device=device)
-            for lo in range(0, n, batch):
-                idx = order[lo:lo + batch]
-                opt.zero_grad(set_to_none=True)
-                loss = loss_fn(model(Xt[idx]), yt[idx])
-                loss.backward()
-                opt.step()
-                total += loss.detach() * len(idx)
-            pending.append(total / n)
-        done = epoch + 1
-        if done < next_check:
+            loss = _batch_epoch(batch_step, order, batch, deadline)
+        if loss is None:
+            timed_out = True
+        else:
+            pending.append(loss)
+            done = epoch + 1
+            timed_out = done < cfg.epochs and time.monotonic() >= deadline
+        if done < next_check and not timed_out:
             continue
-        chunk = torch.stack(pending).double().cpu().numpy()  # one host sync a chunk
-        pending.clear()
-        recorded.append(chunk)
-        next_check = min(done + min(done, CHUNK), cfg.epochs)
-        first = chunk[0] if first is None else first
-        bad = np.flatnonzero(~np.isfinite(chunk) | (chunk > EXPLODED * max(first, 1e-300)))
-        if bad.size:
-            stop, done = "diverged", done - len(chunk) + int(bad[0]) + 1
-            break
-        hit, tail = _stop_index(chunk, tail, cfg.tol)
-        if progress is not None:
-            progress(done, cfg.epochs, float(chunk[-1]) * scaling.y_scale**2)
-        if hit is not None:
-            stop = "tol"
+        if pending:  # at the deadline too, so that the history has one loss per epoch done
+            chunk = torch.stack(pending).double().cpu().numpy()  # one host sync a chunk
+            pending.clear()
+            recorded.append(chunk)
+            next_check = min(done + min(done, CHUNK), cfg.epochs)
+            first = chunk[0] if first is None else first
+            bad = np.flatnonzero(~np.isfinite(chunk) | (chunk > EXPLODED * max(first, 1e-300)))
+            if bad.size:
+                stop, done = "diverged", done - len(chunk) + int(bad[0]) + 1
+                break
+            hit, tail = _stop_index(chunk, tail, cfg.tol)
+            if progress is not None:
+                progress(done, cfg.epochs, float(chunk[-1]) * scaling.y_scale**2)
+            if hit is not None:
+                stop = "tol"
+                break
+        if timed_out:  # after the checks above: a run that diverged or converged by then says so
+            stop = "timeout"
             break
 
     with torch.no_grad():
@@ -150,7 +171,7 @@ def train_sgd(design: Design, cfg: TrainConfig, progress: Progress | None = None
         weight = model.weight.detach().double().cpu().numpy()[0]
         bias = float(model.bias.detach().double().cpu()[0]) if design.intercept else None
     intercept, coef = scaling.to_original(weight, bias)
-    history = np.concatenate(recorded)[:done] * scaling.y_scale**2
+    history = np.concatenate([np.empty(0), *recorded])[:done] * scaling.y_scale**2
     return SGDResult(
         intercept=intercept,
         coefficients=tuple(float(c) for c in coef),
@@ -164,6 +185,7 @@ def train_sgd(design: Design, cfg: TrainConfig, progress: Progress | None = None
         device=str(device),
         dtype=cfg.dtype,
         seconds=time.perf_counter() - start,
+        time_limit=cfg.timeout,
     )
 
 
@@ -171,6 +193,21 @@ def _step(opt: torch.optim.Optimizer, closure: Callable[[], torch.Tensor]) -> to
     loss = closure()
     opt.step()
     return loss
+
+
+def _batch_epoch(step: Callable[[torch.Tensor], torch.Tensor], order: torch.Tensor, batch: int,
+                 deadline: float) -> torch.Tensor | None:
+    """One pass over the rows in `order`, `batch` at a time: the mean of the batch losses over all rows.
+
+    An epoch of a large design can be long, so the deadline is checked between its steps; None
+    when it passed mid-epoch (the steps taken stay in the model, the partial loss is dropped).
+    """
+    total = step(order[:batch])
+    for lo in range(batch, len(order), batch):
+        if time.monotonic() >= deadline:
+            return None
+        total = total + step(order[lo:lo + batch])
+    return total / len(order)
 
 
 @task(name="train-sgd")

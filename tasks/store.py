@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -17,6 +16,10 @@ import pyarrow.parquet as pq
 from prefect import task
 
 from tasks.errors import retry_unless_user_error
+from tasks.faults import crash_point
+from tasks.tempfiles import remove_stale, temp_name
+
+TEMP = (".tmp-", ".parquet")  # prefix and suffix of a temp file in validated/
 
 
 @dataclass(frozen=True)
@@ -41,33 +44,47 @@ def content_sha256(frame: pd.DataFrame) -> str:
 
 
 def write_parquet_once(frame: pd.DataFrame, data_dir: Path, source: str) -> StoredData:
-    """Write frame to data_dir/validated/<sha256>.parquet unless it is there; atomic (temp + rename)."""
+    """Write frame to data_dir/validated/<sha256>.parquet unless it is there.
+
+    Written once and never torn: a fsynced temp file is hard-linked to the final name, which fails
+    when a concurrent writer of the same content got there first (then its file stays, ours goes).
+    """
     sha = content_sha256(frame)
     folder = Path(data_dir) / "validated"
     target = folder / f"{sha}.parquet"
+    remove_stale(folder, (TEMP,))  # what a killed run left; one listdir
     if not target.exists():
         folder.mkdir(parents=True, exist_ok=True)
-        table = pa.Table.from_pandas(frame, preserve_index=False)
-        provenance = {
-            "source": source,
-            "sha256": sha,
-            "rows": len(frame),
-            "columns": [str(c) for c in frame.columns],
-            "written_at": datetime.now(timezone.utc).isoformat(),
-            "writer": "linreg-flow",
-        }
-        meta = dict(table.schema.metadata or {})
-        meta[b"linreg_flow.provenance"] = json.dumps(provenance).encode()
-        table = table.replace_schema_metadata(meta)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".parquet")
-        os.close(fd)
+        tmp = folder / temp_name(*TEMP)
         try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+            with open(tmp, "xb") as handle:
+                pq.write_table(_with_provenance(frame, source, sha), handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            crash_point("stored-temp")
+            try:
+                os.link(tmp, target)  # atomic, and never replaces an existing file
+            except FileExistsError:
+                pass  # the same content, written by someone else
+        finally:
+            tmp.unlink(missing_ok=True)
     return StoredData(str(target.resolve()), sha, len(frame))
+
+
+def _with_provenance(frame: pd.DataFrame, source: str, sha: str) -> pa.Table:
+    """The table with where it came from in its schema metadata."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    provenance = {
+        "source": source,
+        "sha256": sha,
+        "rows": len(frame),
+        "columns": [str(c) for c in frame.columns],
+        "written_at": datetime.now(timezone.utc).isoformat(),
+        "writer": "linreg-flow",
+    }
+    meta = dict(table.schema.metadata or {})
+    meta[b"linreg_flow.provenance"] = json.dumps(provenance).encode()
+    return table.replace_schema_metadata(meta)
 
 
 @task(name="store-data", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)

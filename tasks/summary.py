@@ -3,8 +3,43 @@
 from __future__ import annotations
 
 import math
+import re
+import string
+import unicodedata
+from urllib.parse import quote
 
 from tasks.compare import Comparison
+
+_ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*")
+
+
+def escape_markdown(text: str) -> str:
+    """User text (a column, file or folder name) as markdown that renders as exactly that text.
+
+    The rule: `&`, `<` and `>` become HTML entities (no tag or entity can start); every other
+    ASCII punctuation character gets a backslash (CommonMark lets any of them be escaped, so no
+    emphasis, code, link, image, autolink, heading or table-cell syntax survives); control and
+    line-separator characters are written as their Python escapes (a newline as the two
+    characters \\n), so the text stays on its line and cannot end a table row.
+    Prefect's UI renders the markdown artifact and the string cells of a table artifact with the
+    same markdown renderer, so both get this escape.
+    """
+    visible = "".join(
+        c.encode("unicode_escape").decode("ascii") if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
+        for c in text)
+    return "".join(_ENTITIES.get(c) or ("\\" + c if c in string.punctuation else c) for c in visible)
+
+
+def file_link(folder: str, name: str) -> str:
+    """A markdown link to folder/name with a percent-encoded file:// URL.
+
+    Prefect's UI shows a link's text verbatim (backslash escapes included), so a plain file name
+    (alphanumeric runs joined by single '.', '_' or '-', which no markdown renderer reads as
+    syntax) is the text as it is; any other name is escaped.
+    """
+    text = name if _PLAIN_NAME.fullmatch(name) else escape_markdown(name)
+    return f"[{text}](file://{quote(f'{folder}/{name}')})"
 
 
 def _fmt(value: float | None) -> str:
@@ -48,8 +83,9 @@ def summary_markdown(doc: dict, comparison: Comparison, version_path: str, moved
     _, sg = parameters(doc, "sgd")
     changes = moved["changes"] or {}
     verdict = "converged" if comparison.converged else "not converged"
+    terms = ["1"] * doc["intercept"] + [escape_markdown(t) for t in doc["terms"]]
     lines = [
-        f"# `{doc['target']}` ~ {' + '.join((['1'] if doc['intercept'] else []) + doc['terms'])}",
+        f"# {escape_markdown(doc['target'])} ~ {' + '.join(terms)}",
         "",
         f"**Verdict: {verdict}.** {comparison.summary}.",
         "",
@@ -58,8 +94,10 @@ def summary_markdown(doc: dict, comparison: Comparison, version_path: str, moved
     ]
     for name, a, b in zip(names, ex, sg):
         diff = abs(b - a) if a is not None and b is not None else None
-        lines.append(f"| {name} | {_fmt(a)} | {_fmt(b)} | {_fmt(diff)} | {_fmt(changes.get(name))} |")
-    since = (f"drift since `{moved['since']}`: largest relative change {_fmt(moved['max_rel_change'])}"
+        lines.append(f"| {escape_markdown(name)} | {_fmt(a)} | {_fmt(b)} | {_fmt(diff)} "
+                     f"| {_fmt(changes.get(name))} |")
+    since = (f"drift since {escape_markdown(moved['since'])}: largest relative change "
+             f"{_fmt(moved['max_rel_change'])}"
              if moved["since"] else "first version of this model: no drift yet")
     lines += [
         "",
@@ -75,18 +113,21 @@ def summary_markdown(doc: dict, comparison: Comparison, version_path: str, moved
     ]
     for name, uri in images.items():
         lines += [f"![{name}]({uri})", ""]
-    lines += [f"Version folder: `{version_path}`", ""]
-    lines += [f"- [{f}](file://{version_path}/{f})" for f in files]
+    lines += [f"Version folder: {escape_markdown(version_path)}", ""]
+    lines += [f"- {file_link(version_path, f)}" for f in files]
     return "\n".join(lines)
 
 
 def table_rows(doc: dict, comparison: Comparison, version: str, moved: dict) -> list[dict]:
-    """One row per parameter for the Prefect table artifact (its history is the trend)."""
+    """One row per parameter for the Prefect table artifact (its history is the trend).
+
+    The UI renders string cells as markdown (numbers and booleans as plain text): names are escaped.
+    """
     names, ex = parameters(doc, "exact")
     _, sg = parameters(doc, "sgd")
     changes = moved["changes"] or {}
     return [
-        {"version": version, "parameter": n, "exact": a, "sgd": b, "change_since_previous": changes.get(n),
-         "converged": comparison.converged}
+        {"version": escape_markdown(version), "parameter": escape_markdown(n), "exact": a, "sgd": b,
+         "change_since_previous": changes.get(n), "converged": comparison.converged}
         for n, a, b in zip(names, ex, sg)
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass
 
@@ -108,6 +109,79 @@ def _first_failure(table: LoadedTable, cases: pd.DataFrame) -> str:
     return f"{where}: value {value!r} is not a number"
 
 
+def magnitude_limit(n: int) -> float:
+    """B: the largest |value| a term (x^k) or the target may take in an n-row fit.
+
+    Every sum the fit forms runs over n rows of values centered by a mean (|v - mean| <= 2B):
+    norms, RSS, TSS, X^T r, the torch MSE. B = sqrt(MAX / (2^10 n)) makes n (2B)^2 = MAX / 2^8,
+    so none overflows, with room for the loss of an untrained model; Dekker's split
+    (2^27 + 1) v in the double-double arithmetic stays finite too (B < 1e153). The same bound
+    from below: a column whose largest |value| is at least 1/B has squares of at least
+    2^10 n / MAX, normal numbers, so its norm cannot underflow to 0.
+    """
+    return math.sqrt(np.finfo(np.float64).max / (2**10 * n))
+
+
+def _log2_max(values: np.ndarray) -> float:
+    """log2 of the largest |value| (-inf for an all-zero column), free of overflow and underflow."""
+    largest = float(np.abs(values).max())
+    return math.log2(largest) if largest > 0 else -math.inf
+
+
+def _decades(log2: float) -> int:
+    return round(log2 * math.log10(2))
+
+
+def check_magnitudes(table: LoadedTable, frame: pd.DataFrame, degree: int) -> None:
+    """Refuse values the float64 arithmetic of the fit cannot hold, with B = magnitude_limit(n):
+
+    1. every term value |x|^k (k <= degree) and every |y| at most B;
+    2. every column's largest |term| at least 1/B (zero columns are left to check_design);
+    3. |y| / |x^k| (largest values), the scale of x^k's coefficient b, within [1/B, B], so that
+       b^2 (in its standard error) and |b|^2 (in norms) neither overflow nor underflow; with
+       rules 1 and 2 alone b could reach B^2.
+    frame: (n, 1 + n_features), target first.
+    """
+    n, src = len(frame), table.source
+    if n == 0:
+        return  # check_design names the missing rows
+    limit = magnitude_limit(n)
+    bits = math.log2(limit)
+    target = frame.columns[0]
+    y_bits = _log2_max(frame[target].to_numpy())
+    for column in frame.columns:
+        power = 1 if column == target else degree
+        values = frame[column].to_numpy()
+        top = _log2_max(values)
+        what = f"|value|^{power} (--degree {power})" if power > 1 else "|value|"
+        # |v|^power > B, compared as |v| > B^(1/power) so that the power itself cannot overflow.
+        big = np.flatnonzero(np.abs(values) > 2.0 ** (bits / power))
+        if big.size:
+            row = int(big[0])
+            raise UserInputError(
+                f"{src}: column {column!r}, {_where(table, row)}: value {float(values[row])!r} is too large: "
+                f"{what} must stay below {limit:.3g} for {n} rows, or sums of squares overflow "
+                f"float64; rescale the column (e.g. divide it by 1e{_decades(top)})")
+        # The smallest term column of |x| < 1 is the highest power.
+        if min(top, power * top) < -bits:
+            row = int(np.argmax(np.abs(values)))
+            raise UserInputError(
+                f"{src}: column {column!r}: every value is too small: the largest, {float(values[row])!r} "
+                f"({_where(table, row)}), has {what} below {1 / limit:.3g}, so squares underflow "
+                f"float64; rescale the column (e.g. multiply it by 1e{-_decades(top)})")
+        if column == target or not (math.isfinite(top) and math.isfinite(y_bits)):
+            continue
+        for k in sorted({1, power}):
+            ratio = y_bits - k * top  # log2 of |y| / |x^k|, the scale of x^k's coefficient
+            if abs(ratio) > bits:
+                term = column if k == 1 else f"{column}^{k}"
+                raise UserInputError(
+                    f"{src}: column {target!r} is about 1e{_decades(ratio)} times column {term!r}: "
+                    f"the coefficient of {term} would be about that size, beyond float64's safe "
+                    f"range for its square ({1 / limit:.3g} to {limit:.3g} for {n} rows); "
+                    "rescale one of the columns")
+
+
 def check_design(design: Design, source: str) -> None:
     """Enough rows, no constant predictor beside the intercept, and a design of full rank."""
     names = design.term_names
@@ -153,6 +227,7 @@ def validate_table(table: LoadedTable, spec: ModelSpec) -> ValidatedData:
     """Check the table against the model and return the float64 columns and the design."""
     columns = select_columns(table, spec)
     frame = check_values(table, columns)
+    check_magnitudes(table, frame, spec.degree)
     design = Design(
         features=frame.loc[:, list(columns[1:])].to_numpy(dtype=np.float64),
         y=frame[columns[0]].to_numpy(dtype=np.float64),

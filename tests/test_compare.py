@@ -14,7 +14,7 @@ from tasks.sgd import SGDResult
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y, make_design, tutorial_design
 
 
-def _sgd(params, *, intercept=True, stop_reason="epochs", epochs=100, losses=None) -> SGDResult:
+def _sgd(params, *, intercept=True, stop_reason="epochs", epochs=100, losses=None, time_limit=None) -> SGDResult:
     params = [float(v) for v in params]
     return SGDResult(
         intercept=params[0] if intercept else None,
@@ -28,6 +28,7 @@ def _sgd(params, *, intercept=True, stop_reason="epochs", epochs=100, losses=Non
         losses=np.linspace(10.0, 3.0, epochs) if losses is None else losses,
         device="cpu",
         dtype="float64",
+        time_limit=time_limit,
     )
 
 
@@ -103,3 +104,26 @@ def test_a_zero_exact_parameter_gives_inf_relative_difference_unless_equal():
     exact = dataclasses.replace(exact, coefficients=(0.0,))  # exactly zero, not 1e-17
     assert compare_fits(design, exact, _sgd(exact_params + [0, 1e-9]), rtol=1e-3).max_rel_diff == math.inf
     assert compare_fits(design, exact, _sgd(exact_params), rtol=1e-3).max_rel_diff == 0
+
+
+def test_a_run_stopped_by_its_time_limit_says_so_and_is_judged_by_its_parameters():
+    """stop_reason "timeout": the summary names the limit, the epochs and max_rel_diff against rtol;
+    it is converged exactly when the parameters are within rtol."""
+    design = tutorial_design()
+    exact = fit_exact(design)
+    far = exact.params * (1 + np.array([2e-3, -1e-3]))
+    comparison = compare_fits(design, exact, _sgd(far, stop_reason="timeout", epochs=1234, time_limit=0.5),
+                              rtol=1e-6)
+    assert not comparison.converged
+    assert comparison.stop_reason == "timeout"
+    assert comparison.summary.startswith(
+        "training stopped at its time limit (--train-timeout 0.5 s) after 1234 epochs; "
+        f"max relative difference {2e-3:.3g} > {1e-6:.3g}"), comparison.summary
+    assert "converge" not in comparison.summary
+
+    near = compare_fits(design, exact, _sgd(exact.params * (1 + 1e-9), stop_reason="timeout", epochs=77,
+                                            time_limit=30.0), rtol=1e-6)
+    assert near.converged
+    assert near.summary == ("training stopped at its time limit (--train-timeout 30 s) after 77 epochs; "
+                            f"max relative difference {near.max_rel_diff:.3g} <= {1e-6:.3g}: "
+                            "SGD reached the exact fit")

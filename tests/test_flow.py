@@ -347,7 +347,7 @@ def test_two_runs_make_two_versions_in_creation_order_and_leave_the_first_untouc
 
 
 def test_concurrent_runs_get_distinct_complete_versions(prefect_harness, tmp_path, seed_csv_text):
-    """Two flows at once into the same folders: two complete versions, no temp folders left behind."""
+    """Two flows at once into the same folders: two complete versions, a drift chain, no temp folders left."""
     data = tmp_path / "seed.csv"
     data.write_text(seed_csv_text)
     artifacts, data_dir = tmp_path / "artifacts", tmp_path / "data"
@@ -379,6 +379,10 @@ def test_concurrent_runs_get_distinct_complete_versions(prefect_harness, tmp_pat
     assert hidden_dirs == [], f"temp folders left behind: {hidden_dirs}"
     assert not [p for p in artifacts.iterdir() if p.name.startswith((".tmp", ".latest"))]
     assert latest_name(artifacts) == max(names)
+    # Drift is measured as each version is named: the later one's is since the earlier one.
+    first, second = sorted(names)
+    assert read_json(artifacts / first / "coefficients.json")["drift"]["since"] is None
+    assert read_json(artifacts / second / "coefficients.json")["drift"]["since"] == first
     stored = [p.name for p in (data_dir / "validated").iterdir()]
     assert len(stored) == 1 and stored[0].endswith(".parquet"), stored
 

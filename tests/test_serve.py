@@ -5,8 +5,10 @@ Everything is started here (server, `linreg serve`, Chromium) and stopped by PID
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import re
 import subprocess
 import time
 from pathlib import Path
@@ -16,6 +18,8 @@ import pytest
 from tests.prefect_server import BIN, cli_env, prefect_server, stop
 
 CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
+                 "--disable-component-update", "--disable-sync"]
 DEPLOYMENT = "linreg-test-schedule"
 SEED = Path(__file__).resolve().parents[1] / "data" / "seed.csv"
 
@@ -166,6 +170,118 @@ def test_the_ui_shows_the_coefficient_table_and_the_fit_plot(served, tmp_path):
             shot = tmp_path / "summary.png"
             page.screenshot(path=str(shot), full_page=True)
             assert shot.stat().st_size > 10_000
+        finally:
+            browser.close()
+
+
+# Names aimed at the UI's markdown: a table cell break, emphasis, code, HTML, a script link, a newline.
+HOSTILE_TARGET = "y `tick` <b>bold</b> | *star*"
+HOSTILE_FEATURES = ("<img src=x onerror=alert(1)>", "[link](javascript:alert(1))\nnext line",
+                    "_under_ <script>alert(1)</script>")
+HOSTILE_FILE = "data |*`<b>bold` <img src=x onerror=alert(1)> [link](javascript:alert(1))\nline.csv"
+HOSTILE_FOLDER = "out [x](javascript:alert(1)) <b>|*`"
+HOSTILE_ROWS = [(1, 5, 2, 2.0), (2, 3, 7, 3.5), (3, 8, 1, 4.1), (4, 1, 8, 6.0), (5, 7, 3, 7.2), (6, 2, 2, 7.9),
+                (7, 9, 5, 9.4), (8, 4, 6, 9.8)]
+
+
+def _shown(name: str) -> str:
+    """How the UI must show a name: literally, a newline written as \\n."""
+    return name.replace("\n", "\\n")
+
+
+@pytest.fixture(scope="module")
+def hostile_run(server, tmp_path_factory) -> dict:
+    """`linreg run` against the module's server with hostile file, folder and column names; the
+    summary and table artifacts of that flow run."""
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
+
+    url, home = server
+    work = tmp_path_factory.mktemp("hostile") / HOSTILE_FOLDER
+    work.mkdir()
+    data = work / HOSTILE_FILE
+    with open(data, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([*HOSTILE_FEATURES, HOSTILE_TARGET])
+        writer.writerows(HOSTILE_ROWS)
+    done = subprocess.run(
+        [str(BIN / "linreg"), "run", str(data), "--target", HOSTILE_TARGET, "--epochs", "200",
+         "--artifacts-dir", str(work / "artifacts"), "--data-dir", str(work / "data")],
+        env=cli_env(home, url), capture_output=True, text=True, timeout=600, cwd=work)
+    assert done.returncode == 0, done.stderr[-3000:]
+    version = Path(done.stdout.splitlines()[-1])
+    with _client(url) as client:
+        summaries = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["linreg-summary"])))
+        # The version's name is in the summary's file links (percent-encoding leaves it as it is).
+        mine = [a for a in summaries if f"/{version.name}/" in a.data]
+        assert len(mine) == 1, [a.data[-300:] for a in summaries]
+        tables = client.read_artifacts(artifact_filter=ArtifactFilter(
+            key=ArtifactFilterKey(any_=["linreg-coefficients"]),
+            flow_run_id=ArtifactFilterFlowRunId(any_=[mine[0].flow_run_id])))
+    assert len(tables) == 1
+    return {"base": url.removesuffix("/api"), "summary": mine[0].id, "table": tables[0].id}
+
+
+@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian's chromium (.ci/run installs it)")
+def test_the_ui_shows_hostile_names_as_literal_text(hostile_run, tmp_path):
+    """Headless Chromium: names with |, *, `, <b>, <img onerror>, <script>, a javascript: link and a
+    newline show as literal text in the summary's heading and table and in the table artifact; one
+    row of five cells per parameter; no element, emphasis, link or alert comes out of them."""
+    from playwright.sync_api import sync_playwright
+
+    names = ["intercept", *map(_shown, HOSTILE_FEATURES)]
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            dialogs: list[str] = []
+            page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+            base = f"{hostile_run['base']}/artifacts/artifact"
+            page.goto(f"{base}/{hostile_run['summary']}", wait_until="networkidle")
+            summary = page.locator(".artifact-data-markdown")
+            summary.locator("table tbody tr").first.wait_for(timeout=60_000)
+            cells = summary.locator("table tbody tr").evaluate_all(
+                "rows => rows.map(r => Array.from(r.querySelectorAll('td'), td => td.textContent))")
+            assert [len(row) for row in cells] == [5] * len(names), cells
+            assert [row[0] for row in cells] == names
+            heading = summary.locator("h1").inner_text()
+            assert heading == f"{HOSTILE_TARGET} ~ 1 + " + " + ".join(names[1:])
+            injected = summary.evaluate("""el => ({
+                tags: el.querySelectorAll('b, i, script, iframe, [onerror], .markdown-renderer__html').length,
+                images: Array.from(el.querySelectorAll('img'), img => img.getAttribute('src').slice(0, 22)),
+                emphasis: el.querySelectorAll('.markdown-renderer__text--em, .markdown-renderer__codespan').length,
+                strong: Array.from(el.querySelectorAll('.markdown-renderer__text--strong'), s => s.textContent),
+                links: Array.from(document.querySelectorAll('a[href]'), a => [a.getAttribute('href'), a.textContent]),
+            })""")
+            assert injected["tags"] == 0 and injected["emphasis"] == 0, injected
+            assert injected["images"] == ["data:image/png;base64,"] * 2, injected["images"]
+            # Bold is only ours: the verdict, R² and warnings.
+            ours = re.compile(r"Verdict: .*|[-+.e0-9]+|warning:")
+            assert all(ours.fullmatch(text) for text in injected["strong"]), injected["strong"]
+            scripted = [h for h, _ in injected["links"] if h.strip().lower().startswith("javascript:")]
+            assert not scripted, injected["links"]
+            # One link per file of the version: the plain name as its text, the URL percent-encoded.
+            files = [(h, text) for h, text in injected["links"] if h.startswith("file://")]
+            assert len(files) >= 6 and "manifest.json" in [text for _, text in files], files
+            assert all(h.endswith("/" + text) and not re.search(r"[\\\s<>\[\]()|*`]", h)
+                       for h, text in files), files
+            shot = tmp_path / "hostile-summary.png"
+            page.set_viewport_size({"width": 1400, "height": 2400})  # the UI scrolls inside its own panel
+            summary.screenshot(path=str(shot))
+            assert shot.stat().st_size > 10_000
+
+            page.goto(f"{base}/{hostile_run['table']}", wait_until="networkidle")
+            table = page.locator(".artifact-data-table table")
+            table.locator("tbody tr").first.wait_for(timeout=60_000)
+            headers = table.locator("thead th").all_inner_texts()
+            rows = table.locator("tbody tr").evaluate_all(
+                "rows => rows.map(r => Array.from(r.querySelectorAll('td'), td => td.textContent))")
+            assert [len(row) for row in rows] == [len(headers)] * len(names), rows
+            column = [h.strip().lower() for h in headers].index("parameter")
+            assert [row[column] for row in rows] == names
+            assert table.evaluate("el => el.querySelectorAll('b, i, img, script, a, [onerror]').length") == 0
+            page.screenshot(path=str(tmp_path / "hostile-table.png"))
+            assert not dialogs, dialogs
         finally:
             browser.close()
 

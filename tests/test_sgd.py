@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -239,3 +240,68 @@ def test_auto_lr_with_standardization_does_not_diverge_on_a_badly_scaled_design(
     assert np.all(np.isfinite(result.params))
     assert np.all(np.isfinite(result.losses))
     assert result.final_loss <= result.losses[0]
+
+
+# --- (i) the time limit ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("options", [dict(), dict(batch_size=3)], ids=["full-batch", "mini-batch"])
+def test_a_time_limit_stops_an_endless_run_with_stop_reason_timeout(options):
+    """timeout 0.05 s, 1e8 epochs and tol 0: training stops by itself, one loss per epoch done."""
+    cfg = TrainConfig(timeout=0.05, epochs=10**8, tol=0, device="cpu", **options)
+    result = train_sgd(tutorial_design(), cfg)
+    assert result.stop_reason == "timeout"
+    assert result.epochs < 10**8
+    assert len(result.losses) == result.epochs
+    assert np.all(np.isfinite(result.params))
+    assert result.time_limit == 0.05
+
+
+def test_no_time_limit_runs_to_the_epoch_cap():
+    """timeout None: a tol-0 run ends only when the epochs run out."""
+    result = train_sgd(tutorial_design(), TrainConfig(timeout=None, epochs=300, tol=0, device="cpu"))
+    assert result.stop_reason == "epochs"
+    assert result.epochs == len(result.losses) == 300
+    assert result.time_limit is None
+
+
+class _Clock:
+    """A fake time.monotonic that advances one second per reading: the deadline passes at a known check."""
+
+    def __init__(self) -> None:
+        self.now = -1.0
+
+    def monotonic(self) -> float:
+        self.now += 1.0
+        return self.now
+
+    perf_counter = staticmethod(time.perf_counter)
+
+
+def test_at_the_deadline_the_parameters_and_losses_are_those_of_the_epochs_done(monkeypatch):
+    """Full batch, a clock read once at the start and once per epoch: timeout 5 stops after exactly
+    5 epochs, with the parameters and loss history of a 5-epoch run without a limit."""
+    import tasks.sgd
+
+    cfg = dict(epochs=10**8, tol=0, device="cpu", lr=0.01, standardize=False)
+    reference = train_sgd(tutorial_design(), TrainConfig(**cfg | dict(epochs=5, timeout=None)))
+    monkeypatch.setattr(tasks.sgd, "time", _Clock())
+    result = train_sgd(tutorial_design(), TrainConfig(**cfg, timeout=5.0))
+    assert (result.stop_reason, result.epochs) == ("timeout", 5)
+    assert result.params.tolist() == reference.params.tolist()
+    np.testing.assert_array_equal(result.losses, reference.losses)
+
+
+def test_a_mini_batch_epoch_cut_short_keeps_its_steps_but_is_not_counted(monkeypatch):
+    """10 rows in batches of 3: the clock is read before batches 2, 3, 4 and at the epoch's end (4 per
+    epoch). timeout 6 expires before the third batch of epoch 2: 1 epoch counted, its loss as in a
+    1-epoch run, and the two steps of epoch 2 already taken stay in the parameters."""
+    import tasks.sgd
+
+    cfg = dict(batch_size=3, epochs=10**8, tol=0, device="cpu", lr=0.01, standardize=False)
+    one_epoch = train_sgd(tutorial_design(), TrainConfig(**cfg | dict(epochs=1, timeout=None)))
+    monkeypatch.setattr(tasks.sgd, "time", _Clock())
+    result = train_sgd(tutorial_design(), TrainConfig(**cfg, timeout=6.0))
+    assert (result.stop_reason, result.epochs) == ("timeout", 1)
+    np.testing.assert_array_equal(result.losses, one_epoch.losses)
+    assert result.params.tolist() != one_epoch.params.tolist()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+import tasks.store
 from tasks.config import ModelSpec
 from tasks.load import load_table
 from tasks.store import content_sha256, write_parquet_once
+from tasks.tempfiles import temp_name
 from tasks.validate import validate_table
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y
 
@@ -95,3 +100,51 @@ def test_the_hash_does_not_depend_on_the_input_format(tmp_path, values):
     a = write_parquet_once(from_csv, tmp_path / "data", str(csv))
     b = write_parquet_once(from_parquet, tmp_path / "data", str(parquet))
     assert a.path == b.path
+
+
+def test_concurrent_writers_of_the_same_content_all_succeed_and_one_file_is_kept(tmp_path):
+    """Eight threads store the same table at once: all return the same path; one whole file, no temp left."""
+    barrier = threading.Barrier(8)
+    results: list[str] = []
+
+    def writer(k: int) -> None:
+        barrier.wait(timeout=60)
+        results.append(write_parquet_once(_frame(), tmp_path, f"writer-{k}.csv").path)
+
+    threads = [threading.Thread(target=writer, args=(k,)) for k in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert len(results) == 8 and len(set(results)) == 1
+    assert [p.name for p in (tmp_path / "validated").iterdir()] == [Path(results[0]).name]
+    pd.testing.assert_frame_equal(pd.read_parquet(results[0]), _frame(), check_exact=True)
+
+
+def test_a_writer_that_loses_the_race_keeps_the_winners_file(tmp_path, monkeypatch):
+    """Another writer finishes between our temp file and our link: its file stays as it is, ours goes."""
+    target = tmp_path / "validated" / f"{content_sha256(_frame())}.parquet"
+
+    def other_writer_finishes(point: str) -> None:
+        assert point == "stored-temp"
+        pq.write_table(pa.Table.from_pandas(_frame(), preserve_index=False), target)
+
+    monkeypatch.setattr(tasks.store, "crash_point", other_writer_finishes)
+    stored = write_parquet_once(_frame(), tmp_path, "late.csv")
+    assert Path(stored.path) == target.resolve()
+    assert b"linreg_flow.provenance" not in (pq.read_schema(target).metadata or {}), "the winner's file, not ours"
+    assert [p.name for p in target.parent.iterdir()] == [target.name]
+
+
+def test_a_temp_file_left_by_a_dead_writer_is_removed_and_a_live_ones_kept(tmp_path):
+    """A killed writer's half-written temp file goes with the next write; a live writer's stays."""
+    folder = tmp_path / "validated"
+    folder.mkdir()
+    child = subprocess.run([sys.executable, "-c", "from tasks.tempfiles import temp_name; "
+                            "print(temp_name('.tmp-', '.parquet'))"],
+                           capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[1])
+    dead, live = child.stdout.strip(), temp_name(".tmp-", ".parquet")
+    for name in (dead, live):
+        (folder / name).write_bytes(b"PAR1 half written")
+    write_parquet_once(_frame(), tmp_path, "next.csv")
+    assert sorted(p.name for p in folder.iterdir()) == sorted([live, f"{content_sha256(_frame())}.parquet"])

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
-import pytest
+import html
+import re
+from urllib.parse import unquote
 
-from tasks.summary import drift, parameters, same_model, summary_markdown, table_rows
+import pytest
+from markdown_it import MarkdownIt
+
+from tasks.summary import drift, escape_markdown, file_link, parameters, same_model, summary_markdown, table_rows
+
+# Names a user may give columns, files and folders, each aimed at a piece of markdown or HTML.
+HOSTILE = [
+    "a|b", "*bold*", "__under__", "`tick`", "<b>bold</b>", "<img src=x onerror=alert(1)>",
+    "<script>alert(1)</script>", "[link](javascript:alert(1))", "line\nbreak", "&lt;entity&amp;",
+    "back\\slash|", "# heading", "https://example.com/a_b", "![img](x.png)", "~~strike~~",
+]
 
 
 def _doc(b0: float, b1: float, sgd: tuple[float, float] = (0.0, 0.0)) -> dict:
@@ -55,7 +67,7 @@ def test_summary_shows_table_verdict_statistics_drift_images_and_files():
                             ["coefficients.json", "fit.png"])
     assert "| intercept | 1 | 0.9 |" in text and "| x | 2 | 2.1 |" in text
     assert "not converged" in text and "R² **0.9**" in text and "condition number 9.5" in text
-    assert "drift since `v0`" in text and "![fit](data:image/png;base64,AAAA)" in text
+    assert "drift since v0" in text and "![fit](data:image/png;base64,AAAA)" in text
     assert "**warning:** the design is ill-conditioned" in text
     assert "[fit.png](file:///tmp/v1/fit.png)" in text
 
@@ -70,3 +82,74 @@ def test_table_rows_carry_version_parameter_values_and_change():
         {"version": "v1", "parameter": "x", "exact": 2.0, "sgd": 2.1, "change_since_previous": 1.0,
          "converged": False},
     ]
+
+
+# --- user text in the markdown ----------------------------------------------------------------------
+# markdown-it-py (CommonMark with GFM tables, raw HTML on) is the independent renderer here; the
+# Prefect UI's own renderer is checked in a real browser by tests/test_serve.py.
+
+MD = MarkdownIt("commonmark").enable("table")
+# markdown-it refuses file: and javascript: links itself; this one renders every link it parses.
+MD.validateLink = lambda url: True
+
+
+def _shown(name: str) -> str:
+    """What a reader must see for a name: itself, with a newline written as \\n."""
+    return name.replace("\n", "\\n")
+
+
+def _hostile_doc() -> dict:
+    doc = _doc(1.0, 2.0, sgd=(0.9, 2.1))
+    doc["exact"]["coefficients"] = doc["sgd"]["coefficients"] = [float(i) for i in range(len(HOSTILE))]
+    return doc | {"target": "y<b>|*", "terms": HOSTILE}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_an_escaped_name_renders_as_exactly_that_text(name):
+    """One paragraph holding the literal name: no tag, link, emphasis or code comes out of it."""
+    tokens = MD.parse(escape_markdown(name))
+    assert [t.type for t in tokens] == ["paragraph_open", "inline", "paragraph_close"]
+    assert [t.type for t in tokens[1].children] == ["text"]
+    assert MD.render(escape_markdown(name)) == f"<p>{html.escape(_shown(name), quote=False)}</p>\n"
+
+
+def test_hostile_names_keep_the_summary_table_and_inject_nothing():
+    """Hostile target, terms, version path and file names: the table keeps one row of five cells per
+    parameter with the literal names, the markdown has no raw '<', and the only links are ours."""
+    doc = _hostile_doc()
+    folder = "/tmp/<b>v|1</b>/[x](javascript:alert(1))"
+    files = ["fit.png", "a b(1)<i>.json"]
+    text = summary_markdown(doc, _Comparison(), folder, drift(None, None, doc),
+                            {"fit": "data:image/png;base64,AAAA"}, files)
+    assert "<" not in text
+    assert len(re.findall(r"(?<!\\)\]\(", text)) == 1 + len(files), "one image and one link per file"
+    html_out = MD.render(text)
+    assert not re.search(r"<(b|i|script)\b", html_out)
+    assert re.findall(r"<img [^>]*>", html_out) == ['<img src="data:image/png;base64,AAAA" alt="fit" />']
+    hrefs = re.findall(r'href="([^"]*)"', html_out)
+    assert [unquote(h.removeprefix("file://")) for h in hrefs] == [f"{folder}/{f}" for f in files]
+    rows = re.findall(r"<tr>(.*?)</tr>", html_out, flags=re.S)
+    cells = [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, flags=re.S) for row in rows]
+    assert [len(c) for c in cells] == [5] * (2 + len(HOSTILE)), "header, intercept, one row per term"
+    assert [html.unescape(c[0]) for c in cells[2:]] == [_shown(n) for n in HOSTILE]
+    heading = re.search(r"<h1>(.*?)</h1>", html_out).group(1)
+    assert html.unescape(heading) == "y<b>|* ~ 1 + " + " + ".join(map(_shown, HOSTILE))
+
+
+def test_file_links_are_percent_encoded_urls_with_plain_names_as_they_are():
+    """The target is the path percent-encoded; the UI shows link text verbatim, so a plain file name
+    stays unescaped and only a name with markdown syntax in it is escaped."""
+    assert file_link("/my runs (2)", "loss_history.parquet") == \
+        "[loss_history.parquet](file:///my%20runs%20%282%29/loss_history.parquet)"
+    assert file_link("/v", "fit [1]_.png") == "[fit \\[1\\]\\_\\.png](file:///v/fit%20%5B1%5D_.png)"
+
+
+def test_table_rows_hold_escaped_names_for_the_uis_markdown_cells():
+    """The UI renders string cells of a table artifact as markdown: each renders as the literal name."""
+    doc = _hostile_doc()
+    rows = table_rows(doc, _Comparison(), "v<1>|", drift(None, None, doc))
+    assert len(rows) == 1 + len(HOSTILE)
+    for row, name in zip(rows, ["intercept", *HOSTILE]):
+        for cell, shown in ((row["parameter"], _shown(name)), (row["version"], "v<1>|")):
+            children = MD.parseInline(cell)[0].children
+            assert [t.type for t in children] == ["text"] and children[0].content == shown

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import re
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,9 +15,11 @@ import pytest
 
 from tasks.config import ModelSpec
 from tasks.errors import UserInputError
+from tasks.exact import fit_exact
 from tasks.load import load_table
-from tasks.validate import validate_table
-from tests.helpers import TUTORIAL_X, TUTORIAL_Y
+from tasks.validate import magnitude_limit, validate_table
+from tests.helpers import TUTORIAL_B0, TUTORIAL_B1, TUTORIAL_X, TUTORIAL_Y, max_rel_error
+from tests.prefect_server import BIN, cli_env
 
 # A small well-posed table: y ~ x1 + x2 with x1, x2 not collinear.
 GOOD_ROWS = "x1,x2,y\n1,5,2.0\n2,3,3.5\n3,8,4.1\n4,1,6.0\n5,7,7.2\n"
@@ -166,6 +170,101 @@ def test_it_rejects_an_infinite_value_in_parquet(tmp_path):
     path = _parquet(tmp_path / "d.parquet", {"x": [1.0, 2.0, np.inf, 4.0], "y": [1.0, 2.0, 3.0, 5.0]})
     with pytest.raises(UserInputError, match=_names(path) + r".*'x'.*row 3.*not finite"):
         _run(path)
+
+
+# --- magnitudes: what float64 sums of squares and the double-double split can hold -------------------
+
+HUGE_CSV = "x,y\n1,2\n2,3.1\n1e308,4\n4,5.2\n5,6\n"
+
+
+def test_it_rejects_a_value_near_the_float64_limit(tmp_path):
+    """1e308 squared overflows: the message names column, row, line and value, and how to rescale."""
+    path = _csv(tmp_path, HUGE_CSV)
+    with pytest.raises(UserInputError, match=_names(path) + r": column 'x', row 3 \(line 4\): value 1e\+308 is "
+                       r"too large: \|value\| must stay below 1\.87e\+152 for 5 rows.*divide it by 1e308"):
+        _run(path)
+
+
+def test_it_rejects_a_polynomial_term_beyond_the_limit(tmp_path):
+    """x = 1e60 is fine on a line, but x^6 = 1e360 is not: the bound applies to every term value."""
+    path = _csv(tmp_path, "x,y\n" + "".join(f"{x},{y}\n" for x, y in zip(TUTORIAL_X, TUTORIAL_Y)) + "1e60,3\n")
+    assert _run(path).design.n == 11
+    with pytest.raises(UserInputError, match=_names(path) + r".*'x', row 11 \(line 12\): value 1e\+60 is too "
+                       r"large: \|value\|\^6 \(--degree 6\) must stay below"):
+        _run(path, degree=6)
+
+
+@pytest.mark.parametrize("scale", [1e-300, 5e-324], ids=["1e-300", "subnormal"])
+def test_it_rejects_a_column_whose_values_are_all_tiny(tmp_path, scale):
+    """A column of values whose squares underflow to 0 (norms would be 0): named with its largest value."""
+    path = _parquet(tmp_path / "tiny.parquet", {"x": TUTORIAL_X, "y": TUTORIAL_Y * scale})
+    largest = float(TUTORIAL_Y[-1] * scale)
+    with pytest.raises(UserInputError, match=_names(path) + rf": column 'y': every value is too small: the "
+                       rf"largest, {re.escape(repr(largest))} \(row 10\).*multiply it by"):
+        _run(path)
+
+
+def test_it_rejects_columns_whose_coefficient_would_overflow(tmp_path):
+    """y ~ 1e100 against x ~ 1e-100: each is within the limit, but the slope (~1e200) squared is not."""
+    path = _parquet(tmp_path / "ratio.parquet", {"x": TUTORIAL_X * 1e-100, "y": TUTORIAL_Y * 1e100})
+    with pytest.raises(UserInputError, match=_names(path) + r": column 'y' is about 1e201 times column 'x': "
+                       r"the coefficient of x would be about that size"):
+        _run(path)
+
+
+def test_the_limit_keeps_every_sum_of_n_squares_finite():
+    """B = magnitude_limit(n): n (2B)^2 = MAX / 2^8 (centered values are within 2B), and Dekker's
+    split (2^27 + 1) B stays finite."""
+    biggest = np.finfo(np.float64).max
+    for n in (3, 10, 12345, 10**9):
+        limit = magnitude_limit(n)
+        assert math.isclose(n * (2 * limit) ** 2, biggest / 2**8, rel_tol=1e-12)
+        assert np.isfinite((2.0**27 + 1) * limit)
+
+
+@pytest.mark.parametrize("x_scale, y_scale", [(1.0, 2.0**499), (2.0**-501, 1.0)], ids=["y-huge", "x-tiny"])
+def test_data_just_inside_the_limits_fits_like_the_unscaled_data(tmp_path, x_scale, y_scale):
+    """Powers of two scale the tutorial exactly: b0 scales as y, b1 as y / x; one doubling more is refused."""
+    path = _parquet(tmp_path / "edge.parquet", {"x": TUTORIAL_X * x_scale, "y": TUTORIAL_Y * y_scale})
+    fit = fit_exact(_run(path).design)
+    assert max_rel_error(fit.params, [TUTORIAL_B0 * y_scale, TUTORIAL_B1 * y_scale / x_scale]) < 1e-13
+    assert np.all(np.isfinite(fit.se_coefficients)) and 0 < fit.r_squared < 1
+    beyond = _parquet(tmp_path / "beyond.parquet", {"x": TUTORIAL_X * x_scale / 2, "y": TUTORIAL_Y * y_scale * 2})
+    with pytest.raises(UserInputError, match="too large|too small|times column"):
+        _run(beyond)
+
+
+def test_a_column_mixing_1e150_and_ones_fits(tmp_path):
+    """Large and ordinary values in one column are fine as long as every value is within the limit."""
+    x = np.array([1.0, 2.0, 1e150, 3.0, 4.0, 5.0])
+    y = np.array([2.0, 2.9, 4.1, 5.2, 5.9, 7.1])
+    fit = fit_exact(_run(_parquet(tmp_path / "mixed.parquet", {"x": x, "y": y})).design)
+    b1 = np.cov(x / 1e150, y)[0, 1] / np.var(x / 1e150, ddof=1) / 1e150  # the slope, computed on x / 1e150
+    assert max_rel_error(fit.params, [np.mean(y) - b1 * np.mean(x), b1]) < 1e-12
+
+
+def test_a_header_without_rows_is_refused_as_too_few_rows(tmp_path):
+    """No rows at all: the magnitude rules have nothing to bound and the row count rule speaks."""
+    path = _csv(tmp_path, "x,y\n")
+    with pytest.raises(UserInputError, match=_names(path) + r": 0 rows.*at least 3 rows"):
+        _run(path, features=("x",))
+
+
+def test_linreg_run_refuses_a_1e308_value_with_exit_2_and_writes_nothing(tmp_path):
+    """The real command: exit 2, one line on stderr naming the file, column and value, nothing written."""
+    work = tmp_path / "work"
+    work.mkdir()
+    path = _csv(work, HUGE_CSV, name="huge.csv")
+    done = subprocess.run(
+        [str(BIN / "linreg"), "run", str(path), "--artifacts-dir", str(work / "artifacts"),
+         "--data-dir", str(work / "data")],
+        env=cli_env(tmp_path / "home"), capture_output=True, text=True, timeout=300, cwd=work)
+    assert done.returncode == 2, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr
+    assert "huge.csv" in lines[0] and "column 'x'" in lines[0] and "1e+308" in lines[0]
+    assert done.stdout == ""
+    assert [p.name for p in work.iterdir()] == ["huge.csv"]
 
 
 # --- design ----------------------------------------------------------------------------------------
