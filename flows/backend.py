@@ -13,9 +13,9 @@ Two things break on a small or busy machine, and both are handled here:
 
 from __future__ import annotations
 
-import fcntl
-from contextlib import contextmanager
 from pathlib import Path
+
+from tasks.tempfiles import exclusive_lock
 
 # Generous: a fresh database on a slow, busy machine; a user's own setting overrides it.
 STARTUP_TIMEOUT_S = 180
@@ -36,14 +36,6 @@ def startup_timeout(settings=None) -> float:
     return float(STARTUP_TIMEOUT_S)
 
 
-@contextmanager
-def _exclusive(path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the handle closes, or the process dies
-        yield
-
-
 def ensure_api() -> str | None:
     """Start Prefect's temporary server when no API is configured; return its URL (None: the user's).
 
@@ -59,7 +51,7 @@ def ensure_api() -> str | None:
     if server.running:
         return server.api_url
     timeout = startup_timeout()
-    with _exclusive(Path(PREFECT_HOME.value()) / LOCK_NAME):
+    with exclusive_lock(Path(PREFECT_HOME.value()) / LOCK_NAME):
         try:
             server.start(timeout=int(max(1, timeout)))
         except RuntimeError as exc:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import base64
-import fcntl
 import hashlib
 import io
 import json
 import os
 import shutil
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -21,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from tasks.errors import retry_unless_user_error
 from tasks.faults import crash_point
 from tasks.summary import drift, same_model, summary_markdown, table_rows
-from tasks.tempfiles import remove_stale, temp_name
+from tasks.tempfiles import exclusive_lock, remove_stale, temp_name
 
 LATEST = "latest"
 SUMMARY_KEY = "linreg-summary"
@@ -51,17 +49,6 @@ def data_uri(fig: Figure, dpi: float = 60) -> str:
     """The figure as a small PNG data URI (Prefect's image artifact takes only a URL, and a
     markdown artifact with an inline image needs no file server); ~20 KB at 60 dpi."""
     return "data:image/png;base64," + base64.b64encode(png_bytes(fig, dpi)).decode("ascii")
-
-
-@contextmanager
-def _locked(folder: Path):
-    """An exclusive lock on folder/.lock: one run at a time names, renames and points `latest`."""
-    with open(folder / ".lock", "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def list_versions(artifacts_dir: Path) -> list[Path]:
@@ -110,9 +97,10 @@ def read_version(path: Path) -> VersionDocs:
     return VersionDocs(manifest, docs["coefficients.json"], docs["comparison.json"], damage)
 
 
-def previous_version(artifacts_dir: Path, model: dict) -> tuple[str | None, dict | None]:
-    """The newest sound version of the same model (target, terms, intercept): name, coefficients."""
-    for path in reversed(list_versions(artifacts_dir)):
+def previous_version(versions: list[Path], model: dict) -> tuple[str | None, dict | None]:
+    """The newest sound one of versions (oldest first) of the same model (target, terms, intercept):
+    its name and coefficients."""
+    for path in reversed(versions):
         docs = read_version(path)
         if docs.damage is None and same_model(docs.coefficients, model):
             return path.name, docs.coefficients
@@ -160,9 +148,10 @@ def write_version(artifacts_dir: Path, sha256: str, files: dict[str, bytes], coe
         for name, data in files.items():
             _write_synced(tmp / name, data)
         crash_point("version-temp")
-        with _locked(artifacts_dir):
+        # One run at a time names, renames and points `latest`.
+        with exclusive_lock(artifacts_dir / ".lock"):
             versions = list_versions(artifacts_dir)
-            since, previous = previous_version(artifacts_dir, coefficients)
+            since, previous = previous_version(versions, coefficients)
             doc = dict(coefficients, drift=drift(previous, since, coefficients))
             files = files | {"coefficients.json": dumps(doc)}
             _write_synced(tmp / "coefficients.json", files["coefficients.json"])

@@ -1,4 +1,5 @@
-"""Hidden temp entries named by their owner, so a later run removes those a killed run left behind.
+"""Hidden temp entries named by their owner, so a later run removes those a killed run left behind;
+and the file lock that concurrent runs take turns under.
 
 A name is `<prefix><hostname>-<pid>-<start>-<random><suffix>`, where <start> is the process's start
 time (field 22 of /proc/<pid>/stat, in clock ticks since boot). An entry is stale when it was made
@@ -8,11 +9,26 @@ Entries of other hosts (a shared network folder) and names we cannot parse are n
 
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
 import socket
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on the file at path (created if missing) for the `with` block.
+
+    The kernel releases it when the process dies, so a killed run never leaves a lock behind.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _start_time(pid: int) -> str | None:

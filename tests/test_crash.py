@@ -262,7 +262,7 @@ def test_a_version_edited_by_hand_is_damaged_and_skipped_for_drift(tmp_path):
     (second / "coefficients.json").write_text(json.dumps(coefficients | {"target": "y"}))  # other bytes
     assert "coefficients.json does not match its sha256" in read_version(second).damage
     assert read_version(first).damage is None
-    assert previous_version(tmp_path, MODEL)[0] == first.name
+    assert previous_version(list_versions(tmp_path), MODEL)[0] == first.name
     third = json.loads((_write(tmp_path, 4.0) / "coefficients.json").read_text())
     assert third["drift"]["since"] == first.name
     assert third["drift"]["changes"] == {"intercept": 3.0, "x": 0.0}
