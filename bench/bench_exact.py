@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from tasks.design import Design
+from tasks.kernels.design import Design
 from tasks.exact import fit_exact
 
 
@@ -17,7 +17,7 @@ def make_design(n: int = 1_000_000, p: int = 8, seed: int = 0) -> Design:
     # Mixed scales and offsets, like real columns (years, prices, fractions).
     X = rng.normal(size=(n, p)) * np.logspace(-3, 4, p) + np.linspace(0, 2000, p)
     y = X @ rng.normal(size=p) + rng.normal(size=n)
-    return Design(X, y, tuple(f"x{j}" for j in range(p)), "y")
+    return Design.from_arrays(X, y, tuple(f"x{j}" for j in range(p)), "y")
 
 
 def plain(design: Design) -> np.ndarray:

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tasks.design import Design
+from tasks.kernels.design import Design
 from tasks.exact import fit_exact
 
 NIST = Path(__file__).resolve().parents[1] / "tests" / "data" / "nist"
@@ -33,7 +33,7 @@ def load(name: str) -> tuple[Design, dict]:
     detail = meta["model_detail"]
     frame = pd.read_csv(NIST / f"{name}.csv")
     features = [c for c in frame.columns if c != "y"]
-    design = Design(frame[features].to_numpy(float), frame["y"].to_numpy(float), tuple(features), "y",
+    design = Design.from_arrays(frame[features].to_numpy(float), frame["y"].to_numpy(float), tuple(features), "y",
                     degree=detail["degree"] if detail["type"] == "polynomial" else 1,
                     intercept=detail["intercept"])
     return design, meta["certified"]

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from tasks.config import TrainConfig
-from tasks.design import Design
+from tasks.kernels.design import Design
 from tasks.sgd import train_sgd
 
 X = np.array([1.05, 1.54, 2.01, 2.55, 3.13, 3.45, 4.02, 4.65, 5.34, 5.50])
@@ -35,7 +35,7 @@ def plain_loop() -> float:
 
 
 def ours() -> float:
-    design = Design(X.reshape(-1, 1), Y, ("x",), "y")
+    design = Design.from_arrays(X.reshape(-1, 1), Y, ("x",), "y")
     return train_sgd(design, TUTORIAL).coefficients[0]
 
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 from prefect import task
 
-from tasks.ddarith import sum_squares
-from tasks.design import Design
-from tasks.refine import residual_of
+from tasks.kernels.ddarith import sum_squares
+from tasks.kernels.design import Design
+from tasks.kernels.refine import residual_of
 from tasks.exact import ExactFit
 from tasks.sgd import SGDResult
 

@@ -11,10 +11,11 @@ from fractions import Fraction
 import numpy as np
 from prefect import get_run_logger, task
 
-from tasks import ddarith as dd
-from tasks import rational as rq
-from tasks.design import Design, ScaledBasis, scaled_basis
-from tasks.refine import refine
+from tasks.kernels import ddarith as dd
+from tasks.kernels import rational as rq
+from tasks.kernels.design import Design, ScaledBasis
+from tasks.kernels.tsqr import Geometry, design_geometry
+from tasks.kernels.refine import refine
 
 # Above this condition number of the scaled design, coefficients are very sensitive to the data.
 ILL_CONDITIONED = 1e8
@@ -65,34 +66,23 @@ def closed_form_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
     return float(ym - b1 * xm), b1
 
 
-def initial_solve(design: Design, basis: ScaledBasis) -> tuple[np.ndarray, np.ndarray]:
-    """A float64 starting point (n_params,) and R (n_params, n_params) with W = QR, W = X T.
-
-    theta = T c with R^T R c = W^T y (semi-normal equations; Q is never formed, the refinement
-    corrects what they lose); one feature with an intercept uses the tutorial's closed form.
-    """
-    R = np.linalg.qr(basis.W, mode="r")
-    if design.degree == 1 and design.intercept and len(design.names) == 1:
-        return np.array(closed_form_line(design.features[:, 0], design.y)), R
-    return basis.to_params @ np.linalg.solve(R, np.linalg.solve(R.T, basis.W.T @ design.y)), R
-
-
-def condition_numbers(design: Design, basis: ScaledBasis, R: np.ndarray) -> tuple[float, float]:
+def condition_numbers(design: Design, geometry: Geometry) -> tuple[float, float]:
     """2-norm condition numbers of the raw design [1, terms] and of its standardized columns.
 
     X = W T^-1 = Q (R T^-1), so X's singular values are those of the small matrix R T^-1; the
     standardized design is X S (intercept column 1/sqrt(n); terms centered, unit norm).
     """
-    RT = rq.matmul(rq.fractions(R), rq.upper_inverse(basis.exact))
-    terms = design.terms
+    RT = rq.matmul(rq.fractions(geometry.R), rq.upper_inverse(geometry.basis.exact))
+    terms = geometry.terms
     k, p = int(design.intercept), design.n_params
-    center = terms.mean(axis=0) if k else np.zeros(terms.shape[1])
-    norms = np.linalg.norm(terms - center, axis=0)
-    norms[norms == 0] = 1.0
+    center = terms.mean if k else np.zeros(len(terms.mean))
+    # centered norms with an intercept; raw norms (sum v^2 = m2 + n mean^2) without
+    norms = terms.norm if k else np.sqrt(terms.m2 + terms.count * terms.mean**2)
+    norms = np.where(norms > 0, norms, 1.0)
     S = [[Fraction(0)] * p for _ in range(p)]
     if k:
         S[0][0] = 1 / Fraction(math.sqrt(design.n))
-    for j in range(terms.shape[1]):
+    for j in range(len(center)):
         S[k + j][k + j] = 1 / Fraction(float(norms[j]))
         if k:
             S[0][k + j] = -Fraction(float(center[j])) / Fraction(float(norms[j]))
@@ -119,12 +109,15 @@ def inverse_gram_diagonal(basis: ScaledBasis, R: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-def fit_exact(design: Design) -> ExactFit:
-    """Fit the design exactly and compute standard errors, R^2 and condition numbers."""
+def fit_exact(design: Design, geometry: Geometry | None = None) -> ExactFit:
+    """Fit the design exactly and compute standard errors, R^2 and condition numbers.
+
+    geometry: the design's TSQR (design_geometry), when the validation pass already computed it.
+    """
     start = time.perf_counter()
-    basis = scaled_basis(design)
-    theta0, R = initial_solve(design, basis)
-    refined = refine(design, basis, R, theta0)
+    geometry = geometry or design_geometry(design)
+    basis, R = geometry.basis, geometry.R
+    refined = refine(design, geometry, geometry.initial_solution())
     theta = refined.beta
     n, p = design.n, design.n_params
     rss = dd.sum_squares(*refined.residual)
@@ -140,7 +133,7 @@ def fit_exact(design: Design) -> ExactFit:
         tss = dd.sum_squares(y, np.zeros_like(y))
     r2 = 1.0 - rss / tss if tss > 0 else float("nan")
     adj = 1.0 - (1.0 - r2) * (n - int(design.intercept)) / dof
-    cond_raw, cond_scaled = condition_numbers(design, basis, R)
+    cond_raw, cond_scaled = condition_numbers(design, geometry)
     notes = []
     if cond_scaled > ILL_CONDITIONED:
         notes.append(f"the design is ill-conditioned (condition number {cond_scaled:.3g} after "
@@ -172,11 +165,11 @@ def fit_exact(design: Design) -> ExactFit:
 
 
 @task(name="fit-exact")
-def fit_exact_task(design: Design) -> ExactFit:
+def fit_exact_task(design: Design, geometry: Geometry | None = None) -> ExactFit:
     """Solve the least-squares problem exactly."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IllConditionedWarning)  # logged below instead
-        fit = fit_exact(design)
+        fit = fit_exact(design, geometry)
     logger = get_run_logger()
     for note in fit.notes:
         logger.warning(note)

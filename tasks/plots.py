@@ -6,7 +6,7 @@ import numpy as np
 from matplotlib.figure import Figure
 from prefect import task
 
-from tasks.design import Design
+from tasks.kernels.design import Design
 from tasks.exact import ExactFit
 from tasks.sgd import SGDResult
 

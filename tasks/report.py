@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.compare import Comparison
-from tasks.design import Design
+from tasks.kernels.design import Design
 from tasks.exact import ExactFit
 from tasks.sgd import SGDResult
 

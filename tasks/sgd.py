@@ -12,7 +12,7 @@ import torch
 from prefect import get_run_logger, task
 
 from tasks.config import TrainConfig
-from tasks.design import Design
+from tasks.kernels.design import Design
 from tasks.training_setup import Scaling, auto_lr, init_linear, make_optimizer, resolve_device
 
 __all__ = ["SGDResult", "init_linear", "resolve_device", "train_sgd", "train_sgd_task"]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from tasks.design import Design
+from tasks.kernels.design import Design
 
 # The tutorial's data (data/seed.csv) and its exact least-squares line.
 TUTORIAL_X = np.array([1.05, 1.54, 2.01, 2.55, 3.13, 3.45, 4.02, 4.65, 5.34, 5.50])
@@ -30,14 +30,8 @@ def make_design(
         X = X[:, None]
     if names is None:
         names = ("x",) if X.shape[1] == 1 else tuple(f"x{j + 1}" for j in range(X.shape[1]))
-    return Design(
-        features=X,
-        y=np.asarray(y, dtype=np.float64),
-        names=tuple(names),
-        target=target,
-        degree=degree,
-        intercept=intercept,
-    )
+    return Design.from_arrays(X, np.asarray(y, dtype=np.float64), tuple(names), target=target,
+                              degree=degree, intercept=intercept)
 
 
 def tutorial_design(*, intercept: bool = True) -> Design:

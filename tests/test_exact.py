@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tasks.design import Design
+from tasks.kernels.design import Design
 from tasks.exact import fit_exact
 from tests.helpers import (
     TUTORIAL_B0,

@@ -18,9 +18,10 @@ from fractions import Fraction
 
 import numpy as np
 
-from tasks import ddarith as dd
-from tasks import rational as rq
-from tasks.design import Design, ScaledBasis
+from tasks.kernels import ddarith as dd
+from tasks.kernels import rational as rq
+from tasks.kernels.design import Design
+from tasks.kernels.tsqr import Geometry
 
 MAX_STEPS = 8
 
@@ -114,12 +115,13 @@ def residual_of(design: Design, params: np.ndarray) -> tuple[np.ndarray, np.ndar
     return ExactDesign(design).residual([Fraction(float(v)) for v in params])
 
 
-def refine(design: Design, basis: ScaledBasis, R: np.ndarray, beta0: np.ndarray) -> Refined:
+def refine(design: Design, geometry: Geometry, beta0: np.ndarray) -> Refined:
     """Refine beta0 until the correction is below float64 resolution (or MAX_STEPS)."""
     X = ExactDesign(design)
+    basis, R = geometry.basis, geometry.R
     beta = [Fraction(float(b)) for b in beta0]
     # Size of the solution in W coordinates, for a scale-free stopping rule.
-    scale = float(np.linalg.norm(np.linalg.solve(R, np.linalg.solve(R.T, basis.W.T @ X.y))))
+    scale = float(np.linalg.norm(np.linalg.solve(R, geometry.qty)))
     threshold = 2.0**-60 * max(scale, 1e-300)
     # One step shrinks the error in W coordinates by about rho = cond(W)^2 * 2^-53 (with a safety
     # factor); T maps what is left to the parameters, amplified by at most |T| 1.

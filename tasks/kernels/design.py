@@ -1,0 +1,175 @@
+"""The design of a linear model: which terms it has, their values, and a well-conditioned twin."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from tasks.kernels import rational
+from tasks.kernels.table import BLOCK_ROWS, ArrayTable, ColumnStats, Table
+
+
+@dataclass(frozen=True)
+class Design:
+    """y ~ b0 + sum_j b_j * term_j over a table read in blocks.
+
+    table: blocks (m, 1 + n_features), target first, then the raw predictor columns `names`.
+    degree > 1 only with one feature: terms are x, x^2, ..., x^degree.
+    """
+
+    table: Table
+    names: tuple[str, ...]
+    target: str
+    degree: int = 1
+    intercept: bool = True
+
+    @classmethod
+    def from_arrays(cls, features: np.ndarray, y: np.ndarray, names: tuple[str, ...], target: str = "y",
+                    degree: int = 1, intercept: bool = True, block_rows: int = BLOCK_ROWS) -> Design:
+        """A design held in memory; features: (n, n_features), y: (n,)."""
+        data = np.column_stack([np.asarray(y, dtype=np.float64), np.asarray(features, dtype=np.float64)])
+        return cls(ArrayTable(data, (target, *names), block_rows), tuple(names), target, degree, intercept)
+
+    @property
+    def n(self) -> int:
+        return self.table.rows
+
+    @property
+    def stats(self) -> ColumnStats:
+        """Statistics of the table's columns (target first), from the pass that validated it."""
+        return self.table.stats
+
+    @property
+    def term_names(self) -> tuple[str, ...]:
+        if self.degree == 1:
+            return self.names
+        x = self.names[0]
+        return tuple(x if k == 1 else f"{x}^{k}" for k in range(1, self.degree + 1))
+
+    @property
+    def n_params(self) -> int:
+        return len(self.term_names) + int(self.intercept)
+
+    def terms_of(self, features: np.ndarray) -> np.ndarray:
+        """(m, n_terms) term values in float64 of (m, n_features) raw predictor values."""
+        if self.degree == 1:
+            return features
+        x = features[:, 0]
+        return np.column_stack([x**k for k in range(1, self.degree + 1)])
+
+    def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(features (m, n_features), y (m,)) block by block, in row order."""
+        for block in self.table.blocks():
+            yield block[:, 1:], block[:, 0]
+
+    # Whole-column views, for small designs and tests: they read every block into memory.
+    @property
+    def features(self) -> np.ndarray:
+        return np.concatenate([f for f, _ in self.blocks()] or [np.empty((0, len(self.names)))])
+
+    @property
+    def y(self) -> np.ndarray:
+        return np.concatenate([y for _, y in self.blocks()] or [np.empty(0)])
+
+    @property
+    def terms(self) -> np.ndarray:
+        return self.terms_of(self.features)
+
+    def matrix(self) -> np.ndarray:
+        """(n, n_params) full design, intercept column first when there is one."""
+        return self.matrix_of(self.features)
+
+    def matrix_of(self, features: np.ndarray) -> np.ndarray:
+        """(m, n_params) design rows of a block of raw predictor values."""
+        terms = self.terms_of(features)
+        return np.column_stack([np.ones(len(terms)), terms]) if self.intercept else terms
+
+
+@dataclass(frozen=True)
+class ScaledBasis:
+    """A well-conditioned basis W spanning the same column space as the design, block by block.
+
+    W = apply(features): (m, n_params). For polynomials, W's columns are Chebyshev polynomials
+    T_k(z) of z = (x - shift) / scale, z in [-1, 1] (without an intercept: z^k, z = x / scale);
+    otherwise an intercept column 1/sqrt(n) and centered columns (term - shift) / scale, scale
+    the centered column's norm, so every column has norm 1. exact: (n_params, n_params) rationals
+    with design params beta = exact @ c for coefficients c on W, exactly (shifts and scales are
+    floats, so exact rationals: W is the design times this map up to one rounding per entry);
+    to_params is its float64 rounding.
+    """
+
+    kind: str  # "columns", "chebyshev" or "powers"
+    shift: np.ndarray
+    scale: np.ndarray
+    ones: float  # the intercept column's value (0: no intercept column)
+    degree: int
+    exact: tuple[tuple[Fraction, ...], ...]
+
+    @property
+    def to_params(self) -> np.ndarray:
+        return np.array(rational.to_float(self.exact))
+
+    def apply(self, features: np.ndarray) -> np.ndarray:
+        """W rows (m, n_params) of a block of raw predictor values (m, n_features)."""
+        if self.kind == "chebyshev":
+            return np.polynomial.chebyshev.chebvander((features[:, 0] - self.shift[0]) / self.scale[0], self.degree)
+        if self.kind == "powers":
+            z = features[:, 0] / self.scale[0]
+            return np.column_stack([z**k for k in range(1, self.degree + 1)])
+        k = int(self.ones > 0)
+        W = np.empty((features.shape[0], features.shape[1] + k))
+        if k:
+            W[:, 0] = self.ones
+        np.subtract(features, self.shift, out=W[:, k:])
+        W[:, k:] /= self.scale
+        return W
+
+
+def scaled_basis(design: Design) -> ScaledBasis:
+    """The well-conditioned twin of the design, from its column statistics alone (no pass over the rows)."""
+    x = design.stats.column(slice(1, None))  # the raw predictor columns
+    if design.degree > 1:
+        return _chebyshev_basis(design, float(x.min[0]), float(x.max[0]))
+    p, k = len(design.names), int(design.intercept)
+    n = design.n
+    # Centered columns' norms with an intercept; raw columns' norms (sum v^2 = m2 + n mean^2) without.
+    center = x.mean if k else np.zeros(p)
+    scale = x.norm if k else np.sqrt(x.m2 + n * x.mean**2)
+    scale = np.where(scale > 0, scale, 1.0)
+    ones = 1.0 / math.sqrt(n) if k else 0.0
+    # c on W: beta_j = c_j / scale_j; with an intercept b0 = c0 / sqrt(n) - sum_j c_j * center_j / scale_j
+    T = [[Fraction(0)] * (p + k) for _ in range(p + k)]
+    for j in range(p):
+        T[k + j][k + j] = 1 / Fraction(scale[j])
+        if k:
+            T[0][k + j] = -Fraction(center[j]) / Fraction(scale[j])
+    if k:
+        T[0][0] = Fraction(ones)
+    return ScaledBasis("columns", center, scale, ones, 1, tuple(map(tuple, T)))
+
+
+def _chebyshev_basis(design: Design, lo: float, hi: float) -> ScaledBasis:
+    K = design.degree
+    if design.intercept:
+        shift, scale = lo + (hi - lo) / 2, ((hi - lo) / 2) or 1.0
+        # T_k(z) = sum_m a_km z^m (integer a_km), z^m = scale^-m sum_j C(m, j) x^j (-shift)^(m - j)
+        T = [[Fraction(0)] * (K + 1) for _ in range(K + 1)]
+        for k in range(K + 1):
+            a = np.polynomial.chebyshev.cheb2poly(np.eye(K + 1)[k])
+            for m, a_km in enumerate(a):
+                if a_km == 0:
+                    continue
+                for j in range(m + 1):
+                    T[j][k] += (Fraction(int(a_km)) * math.comb(m, j) * Fraction(-shift) ** (m - j)
+                                / Fraction(scale) ** m)
+        return ScaledBasis("chebyshev", np.array([shift]), np.array([scale]), 1.0, K, tuple(map(tuple, T)))
+    # Without an intercept the basis must not contain a constant: scale only, and use z^k.
+    scale = max(abs(lo), abs(hi)) or 1.0
+    T = [[Fraction(0)] * K for _ in range(K)]
+    for k in range(1, K + 1):
+        T[k - 1][k - 1] = 1 / Fraction(scale) ** k
+    return ScaledBasis("powers", np.zeros(1), np.array([scale]), 0.0, K, tuple(map(tuple, T)))

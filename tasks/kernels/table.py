@@ -1,0 +1,139 @@
+"""Tables read in blocks of rows, and column statistics merged block by block (Chan et al. 1979).
+
+A table is a sequence of float64 blocks of shape (m, k), columns in a fixed order (the target
+first). Everything the pipeline computes from the data is a fold over these blocks, so memory is
+bounded by the block size, never by the number of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pyarrow.parquet as pq
+
+# Rows per block: 65536 x 17 float64 columns is 9 MB, and the double-double passes' temporaries a
+# few times that; large enough that numpy's per-call overhead vanishes.
+BLOCK_ROWS = 65536
+
+
+@dataclass(frozen=True)
+class ColumnStats:
+    """count, mean, m2 = sum (v - mean)^2, min, max of each of k columns; all arrays (k,).
+
+    Blocks merge in any order and grouping with Chan's pairwise update, which stays accurate where
+    the textbook sum of squares minus n mean^2 cancels.
+    """
+
+    count: int
+    mean: np.ndarray
+    m2: np.ndarray
+    min: np.ndarray
+    max: np.ndarray
+
+    @classmethod
+    def of(cls, block: np.ndarray) -> ColumnStats:
+        """Statistics of one (m, k) block, m >= 1."""
+        mean = block.mean(axis=0)
+        return cls(block.shape[0], mean, ((block - mean) ** 2).sum(axis=0), block.min(axis=0), block.max(axis=0))
+
+    @classmethod
+    def empty(cls, k: int) -> ColumnStats:
+        return cls(0, np.zeros(k), np.zeros(k), np.full(k, np.inf), np.full(k, -np.inf))
+
+    def merge(self, other: ColumnStats) -> ColumnStats:
+        """Both groups' statistics: mean = mean_a + d n_b / n, m2 = m2_a + m2_b + d^2 n_a n_b / n."""
+        if other.count == 0:
+            return self
+        if self.count == 0:
+            return other
+        n = self.count + other.count
+        d = other.mean - self.mean
+        return ColumnStats(
+            n,
+            self.mean + d * (other.count / n),
+            self.m2 + other.m2 + d * d * (self.count * (other.count / n)),
+            np.minimum(self.min, other.min),
+            np.maximum(self.max, other.max),
+        )
+
+    def column(self, j: int | slice) -> ColumnStats:
+        """The statistics of some of the columns."""
+        pick = (lambda a: np.atleast_1d(a[j]))
+        return ColumnStats(self.count, pick(self.mean), pick(self.m2), pick(self.min), pick(self.max))
+
+    @property
+    def norm(self) -> np.ndarray:
+        """Euclidean norm of each centered column, sqrt(m2)."""
+        return np.sqrt(self.m2)
+
+    @property
+    def absmax(self) -> np.ndarray:
+        return np.maximum(np.abs(self.min), np.abs(self.max))
+
+    def to_json(self) -> dict:
+        return {"count": self.count, **{k: getattr(self, k).tolist() for k in ("mean", "m2", "min", "max")}}
+
+    @classmethod
+    def from_json(cls, doc: dict) -> ColumnStats:
+        return cls(int(doc["count"]), *(np.array(doc[k], dtype=np.float64) for k in ("mean", "m2", "min", "max")))
+
+
+def stats_of(blocks: Iterator[np.ndarray], k: int) -> ColumnStats:
+    total = ColumnStats.empty(k)
+    for block in blocks:
+        if block.shape[0]:
+            total = total.merge(ColumnStats.of(block))
+    return total
+
+
+@dataclass(frozen=True)
+class ArrayTable:
+    """A table held in memory: data (n, k), read in blocks of block_rows rows (tests use 3)."""
+
+    data: np.ndarray
+    columns: tuple[str, ...]
+    block_rows: int = BLOCK_ROWS
+
+    @property
+    def rows(self) -> int:
+        return int(self.data.shape[0])
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        for a in range(0, self.rows, self.block_rows):
+            yield self.data[a:a + self.block_rows]
+
+    @cached_property
+    def stats(self) -> ColumnStats:
+        return stats_of(self.blocks(), len(self.columns))
+
+
+@dataclass(frozen=True)
+class ParquetTable:
+    """Some float64 columns of a Parquet file, streamed in blocks (never the whole file in memory).
+
+    rows and stats come from the pass that validated the file; row_groups: the part of the file
+    this table covers (None: all), so that workers can each take a share.
+    """
+
+    path: str
+    columns: tuple[str, ...]
+    rows: int
+    stats: ColumnStats = field(compare=False)
+    block_rows: int = BLOCK_ROWS
+    row_groups: tuple[int, ...] | None = None
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        # pre_buffer=False: pyarrow would otherwise read whole row groups (the file, for one
+        # group) into memory ahead of the batches.
+        with pq.ParquetFile(self.path, pre_buffer=False, memory_map=False) as handle:
+            for batch in handle.iter_batches(batch_size=self.block_rows, columns=list(self.columns),
+                                             row_groups=self.row_groups, use_threads=False):
+                yield np.column_stack([np.asarray(c.to_numpy(zero_copy_only=False), dtype=np.float64)
+                                       for c in batch.columns]) if batch.num_rows else np.empty((0, len(self.columns)))
+
+
+# What a Design reads: rows, columns (target first), stats and blocks().
+Table = ArrayTable | ParquetTable
