@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
@@ -60,6 +60,12 @@ class Design:
             return features
         x = features[:, 0]
         return np.column_stack([x**k for k in range(1, self.degree + 1)])
+
+    def split(self, parts: int) -> list[Design]:
+        """The same model over up to `parts` runs of consecutive rows, for passes done part by part
+        (map each part, then merge). A part's own stats describe the part; bases and geometry
+        always come from the whole design."""
+        return [replace(self, table=t) for t in self.table.split(parts)]
 
     def blocks(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """(features (m, n_features), y (m,)) block by block, in row order."""

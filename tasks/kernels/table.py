@@ -109,6 +109,11 @@ class ArrayTable:
     def stats(self) -> ColumnStats:
         return stats_of(self.blocks(), len(self.columns))
 
+    def split(self, parts: int) -> list[ArrayTable]:
+        """Up to `parts` tables of consecutive rows (each with its own stats), in row order."""
+        bounds = np.linspace(0, self.rows, max(1, min(parts, self.rows)) + 1).astype(int)
+        return [ArrayTable(self.data[a:b], self.columns, self.block_rows) for a, b in zip(bounds[:-1], bounds[1:])]
+
 
 @dataclass(frozen=True)
 class ParquetTable:
@@ -124,6 +129,18 @@ class ParquetTable:
     stats: ColumnStats = field(compare=False)
     block_rows: int = BLOCK_ROWS
     row_groups: tuple[int, ...] | None = None
+
+    def split(self, parts: int) -> list[ParquetTable]:
+        """Up to `parts` tables of consecutive row groups, in row order (stats stay the whole file's)."""
+        meta = pq.read_metadata(self.path)
+        groups = self.row_groups if self.row_groups is not None else tuple(range(meta.num_row_groups))
+        bounds = np.linspace(0, len(groups), max(1, min(parts, len(groups))) + 1).astype(int)
+        out = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            chosen = groups[a:b]
+            rows = sum(meta.row_group(g).num_rows for g in chosen)
+            out.append(ParquetTable(self.path, self.columns, rows, self.stats, self.block_rows, chosen))
+        return out
 
     def blocks(self) -> Iterator[np.ndarray]:
         # pre_buffer=False: pyarrow would otherwise read whole row groups (the file, for one

@@ -11,10 +11,12 @@ The term columns' statistics (x, x^2, ... for a polynomial) are merged in the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from tasks.kernels.design import Design, ScaledBasis, scaled_basis
+from tasks.kernels.passes import Mapper, local_map
 from tasks.kernels.table import ColumnStats
 
 
@@ -45,18 +47,29 @@ def fold_r(R: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
     return np.linalg.qr(stacked, mode="r")
 
 
-def design_geometry(design: Design, basis: ScaledBasis | None = None) -> Geometry:
-    """One pass over the design's blocks: R and Q^T y of its basis, and the terms' statistics."""
-    basis = basis or scaled_basis(design)
-    p = design.n_params
+def partial_geometry(basis: ScaledBasis, design: Design) -> tuple[np.ndarray | None, ColumnStats]:
+    """One part's R of [W y] (None for no rows) and its terms' statistics."""
     R = None
     terms = ColumnStats.empty(len(design.term_names))
     for features, y in design.blocks():
         if not len(y):
             continue
-        W = basis.apply(features)
-        R = fold_r(R, np.column_stack([W, y]))
+        R = fold_r(R, np.column_stack([basis.apply(features), y]))
         terms = terms.merge(ColumnStats.of(design.terms_of(features)))
+    return R, terms
+
+
+def design_geometry(design: Design, basis: ScaledBasis | None = None, mapper: Mapper = local_map,
+                    parts: int = 1) -> Geometry:
+    """One pass over the design's blocks (part by part through mapper, then merged): R and Q^T y
+    of its basis, and the terms' statistics."""
+    basis = basis or scaled_basis(design)
+    p = design.n_params
+    R, terms = None, ColumnStats.empty(len(design.term_names))
+    for part_R, part_terms in mapper(partial(partial_geometry, basis), design.split(parts)):
+        if part_R is not None:
+            R = fold_r(R, part_R)  # the R of stacked R factors is the R of the stacked rows
+        terms = terms.merge(part_terms)
     full = np.zeros((p + 1, p + 1))
     if R is not None:
         full[: R.shape[0]] = R

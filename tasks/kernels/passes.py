@@ -1,0 +1,23 @@
+"""A pass over the data as map and merge: a function of one part of the design, results merged.
+
+Every n-row computation (TSQR, refinement gradients, sums of squares, training gradients) is a
+pure function of a part; a Mapper runs it over the parts, here one after another, or as Prefect
+tasks on a Dask cluster (flows/dask.py). Merges are order-stable (TSQR, Chan, double-double), so
+results agree with the single-part pass to float64 rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+# mapper(fn, parts) -> [fn(part) for part in parts], in order, wherever it runs; fn is picklable
+# (a module-level function or a functools.partial of one).
+Mapper = Callable[[Callable[[Any], T], Sequence[Any]], list[T]]
+
+
+def local_map(fn: Callable[[Any], T], parts: Sequence[Any]) -> list[T]:
+    """Run fn over the parts in this process, one after another."""
+    return [fn(part) for part in parts]
