@@ -37,6 +37,13 @@ TrainTimeout = Annotated[float, typer.Option(
 Rtol = Annotated[Optional[float], typer.Option(help="Relative tolerance of the converged verdict (default 1e-6, float32: 1e-4).")]
 ArtifactsDir = Annotated[Path, typer.Option(help="Where version folders are written.")]
 DataDir = Annotated[Path, typer.Option(help="Where validated/<sha256>.parquet is stored.")]
+Precondition = Annotated[bool, typer.Option(
+    "--precondition", help="Train on the orthonormal basis of the design and map the weights back exactly.")]
+Dask = Annotated[Optional[str], typer.Option(
+    help="Run the per-partition work on a Dask cluster: the scheduler at ADDRESS, or a local cluster "
+         "when given without one.", metavar="[ADDRESS]")]
+# `--dask` alone: typer options cannot take an optional value, so main() writes it as `--dask local`.
+LOCAL_CLUSTER = "local"
 
 
 def _check_writable_folder(option: str, folder: Path) -> None:
@@ -64,7 +71,8 @@ def _prepare_output_folder(option: str, folder: Path) -> None:
 def _config(data: Path, target: str, features: str | None, degree: int, no_intercept: bool,
             optimizer: str, lr: str, epochs: int, batch_size: int | None, tol: float,
             standardize: bool, seed: int, device: str, dtype: str, rtol: float | None,
-            artifacts_dir: Path, data_dir: Path, train_timeout: float = 3600.0):
+            artifacts_dir: Path, data_dir: Path, train_timeout: float = 3600.0,
+            precondition: bool = False):
     """Options -> RunConfig, checked before anything runs (a bad option is exit 2, nothing written)."""
     from tasks.config import build_config
 
@@ -85,7 +93,7 @@ def _config(data: Path, target: str, features: str | None, degree: int, no_inter
     return build_config(
         data=data, target=target, features=names, degree=degree, intercept=not no_intercept,
         optimizer=optimizer, lr=lr_value, epochs=epochs, batch_size=batch_size, tol=tol,
-        standardize=standardize, seed=seed, device=device, dtype=dtype, rtol=rtol,
+        standardize=standardize, seed=seed, device=device, dtype=dtype, rtol=rtol, precondition=precondition,
         artifacts_dir=artifacts_dir, data_dir=data_dir,
         timeout=None if train_timeout == 0 else train_timeout,
     )
@@ -111,11 +119,12 @@ def run(
     standardize: Standardize = True, seed: Seed = 0, device: Device = "auto",
     dtype: Dtype = "float64", rtol: Rtol = None,
     artifacts_dir: ArtifactsDir = Path("artifacts"), data_dir: DataDir = Path("data"),
-    train_timeout: TrainTimeout = 3600.0,
+    train_timeout: TrainTimeout = 3600.0, precondition: Precondition = False, dask: Dask = None,
 ) -> None:
     """Run the pipeline once; the last line on stdout is the new version folder."""
     config = _config(data, target, features, degree, no_intercept, optimizer, lr, epochs, batch_size,
-                     tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir, train_timeout)
+                     tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir, train_timeout,
+                     precondition)
     _preflight(config)
     from flows.backend import ensure_api
     from flows.regression import regression_flow
@@ -142,14 +151,15 @@ def serve(
     standardize: Standardize = True, seed: Seed = 0, device: Device = "auto",
     dtype: Dtype = "float64", rtol: Rtol = None,
     artifacts_dir: ArtifactsDir = Path("artifacts"), data_dir: DataDir = Path("data"),
-    train_timeout: TrainTimeout = 3600.0,
+    train_timeout: TrainTimeout = 3600.0, precondition: Precondition = False,
     cron: Annotated[Optional[str], typer.Option(help="Cron schedule, e.g. '0 6 * * *'.")] = None,
     interval: Annotated[Optional[float], typer.Option(help="Seconds between runs.")] = None,
     name: Annotated[str, typer.Option(help="Deployment name.")] = "linreg-scheduled",
 ) -> None:
     """Serve the flow as a deployment on a schedule, against the Prefect API in PREFECT_API_URL."""
     config = _config(data, target, features, degree, no_intercept, optimizer, lr, epochs, batch_size,
-                     tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir, train_timeout)
+                     tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir, train_timeout,
+                     precondition)
     _preflight(config)
     from flows.schedule import serve_flow
 
@@ -162,6 +172,22 @@ def _is_click_error(exc: BaseException) -> bool:
         hasattr(exc, "format_message") and isinstance(getattr(exc, "exit_code", None), int))
 
 
+def _looks_like_address(token: str) -> bool:
+    """tcp://host:port, host:port or a scheduler file path ending in .json."""
+    return "://" in token or token.endswith(".json") or (
+        ":" in token and token.rsplit(":", 1)[1].isdigit())
+
+
+def _dask_flag(argv: list[str]) -> list[str]:
+    """`--dask` with no ADDRESS after it (end, another option, or DATA) becomes `--dask local`."""
+    out: list[str] = []
+    for i, token in enumerate(argv):
+        out.append(token)
+        if token == "--dask" and (i + 1 == len(argv) or not _looks_like_address(argv[i + 1])):
+            out.append(LOCAL_CLUSTER)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: exit 0 on success, 2 on bad input (one line on stderr), 1 on any other failure."""
     # Offline by default: no usage analytics from the temporary server, unless the user says so.
@@ -169,7 +195,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("DO_NOT_TRACK", "1")
     command = typer.main.get_command(app)
     try:
-        code = command.main(args=argv, prog_name="linreg", standalone_mode=False)
+        args = _dask_flag(sys.argv[1:] if argv is None else list(argv))
+        code = command.main(args=args, prog_name="linreg", standalone_mode=False)
     except UserInputError as exc:
         print(f"linreg: error: {exc}", file=sys.stderr)
         sys.exit(2)
