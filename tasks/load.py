@@ -1,136 +1,203 @@
-"""Load step: read a CSV file, a Parquet file or a folder of Parquet files into a DataFrame."""
+"""Load step: open DATA (a CSV file, a Parquet file or a folder of Parquet files) and stream its rows
+in blocks; no step ever holds the whole file in memory."""
 
 from __future__ import annotations
 
+import bisect
 import codecs
 import csv
 import io
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
 
-from tasks.errors import UserInputError, retry_unless_user_error
+from tasks.errors import UserInputError
 
 # Encodings tried in order for a CSV without a byte-order mark; cp1252 accepts almost any bytes.
 _FALLBACK_ENCODINGS = ("utf-8", "cp1252")
 _DELIMITERS = ",;\t|"
+_SNIFF_BYTES = 1 << 20  # encoding, delimiter and header come from the first MiB
+
+Column = pd.Series | pa.Array
 
 
 @dataclass(frozen=True)
-class LoadedTable:
-    """A table as read from disk, before validation.
+class RawBlock:
+    """Consecutive rows of the input as read, before validation.
 
-    frame: (n_rows, n_columns); source: absolute path; header: column names as written in the file
-    (duplicates kept, so validation can name them); kind: "csv", "parquet" or "parquet-folder";
-    line_offset: file line of data row 0 (CSV only, for messages).
+    columns: one per requested name, (m,) each: pandas Series (CSV) or pyarrow arrays (Parquet);
+    first_row: index of the block's first row over the whole input (0-based, header excluded).
     """
 
-    frame: pd.DataFrame
-    source: str
-    header: tuple[str, ...]
-    kind: str
-    line_offset: int | None = None
+    columns: tuple[Column, ...]
+    first_row: int
+
+    @property
+    def rows(self) -> int:
+        return len(self.columns[0]) if self.columns else 0
 
 
-def _detect_encoding(raw: bytes) -> str:
-    """Pick an encoding: a byte-order mark wins, then UTF-8, then cp1252."""
+def _detect_encoding(raw: bytes, whole: bool) -> str:
+    """Pick an encoding from the first bytes: a byte-order mark wins, then UTF-8, then cp1252."""
     if raw.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
     for encoding in _FALLBACK_ENCODINGS:
         try:
-            raw[:1 << 20].decode(encoding)
+            raw.decode(encoding)
             return encoding
         except UnicodeDecodeError as exc:
-            # A multi-byte character cut at the 1 MiB boundary is not a decoding error.
-            if encoding == "utf-8" and exc.start >= (1 << 20) - 4:
+            # A multi-byte character cut at the end of the sample is not a decoding error.
+            if encoding == "utf-8" and not whole and exc.start >= len(raw) - 4:
                 return encoding
     return "latin-1"
 
 
-def read_csv(path: Path) -> LoadedTable:
-    """Read a CSV with any common encoding (BOM, UTF-16, cp1252), line ending and delimiter."""
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise UserInputError(f"{path}: cannot read file ({exc.strerror})") from None
-    encoding = _detect_encoding(raw)
-    text = raw.decode(encoding, errors="strict" if encoding != "latin-1" else "replace")
-    if not text.strip():
-        raise UserInputError(f"{path}: the file is empty")
-    sample = text[: 1 << 16]
-    try:
-        delimiter = csv.Sniffer().sniff(sample.splitlines()[0], delimiters=_DELIMITERS).delimiter
-    except csv.Error:
-        delimiter = ","
-    header_row = next(csv.reader(io.StringIO(sample), delimiter=delimiter))
-    header = tuple(name.strip() for name in header_row)
-    try:
-        frame = pd.read_csv(io.StringIO(text), sep=delimiter, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserInputError(f"{path}: not a readable CSV file ({first})") from None
-    if len(frame.columns) == len(header):
-        frame.columns = list(header)
-    # Data row 0 sits on line 2 when the header is one line (no quoted newlines in it).
-    return LoadedTable(frame, str(path.resolve()), header, "csv", line_offset=2)
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _read_parquet_file(path: Path) -> pa.Table:
-    try:
-        return pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:
-        raise UserInputError(f"{path}: not a readable Parquet file ({exc})") from None
+class CsvInput:
+    """A CSV file with any common encoding (BOM, UTF-16, cp1252), line ending and delimiter."""
+
+    kind = "csv"
+    metadata: dict[bytes, bytes] = {}  # a CSV has no footer
+
+    def __init__(self, path: Path) -> None:
+        try:
+            with open(path, "rb") as handle:
+                raw = handle.read(_SNIFF_BYTES + 1)
+        except OSError as exc:
+            raise UserInputError(f"{path}: cannot read file ({exc.strerror})") from None
+        whole = len(raw) <= _SNIFF_BYTES
+        self.path, self.source = path, str(path.resolve())
+        self.encoding = _detect_encoding(raw[:_SNIFF_BYTES], whole)
+        sample = raw[:_SNIFF_BYTES].decode(self.encoding, errors="ignore")  # a cut character at the end
+        if not sample.strip() and whole:
+            raise UserInputError(f"{path}: the file is empty")
+        try:
+            self.delimiter = csv.Sniffer().sniff(sample.splitlines()[0], delimiters=_DELIMITERS).delimiter
+        except (csv.Error, IndexError):
+            self.delimiter = ","
+        self.header = tuple(name.strip() for name in next(csv.reader(io.StringIO(sample), delimiter=self.delimiter)))
+
+    def _frames(self, block_rows: int) -> Iterator[pd.DataFrame]:
+        try:
+            with pd.read_csv(self.path, sep=self.delimiter, skipinitialspace=True, encoding=self.encoding,
+                             chunksize=block_rows) as reader:
+                yield from reader
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+            raise UserInputError(f"{self.path}: not a readable CSV file ({_first_line(exc)})") from None
+
+    def _chunks(self, block_rows: int) -> Iterator[pd.DataFrame]:
+        """The data rows in frames of block_rows, columns named by the (stripped) header."""
+        for frame in self._frames(block_rows):
+            if frame.shape[1] != len(self.header):
+                raise UserInputError(f"{self.path}: not a readable CSV file (the header names "
+                                     f"{len(self.header)} columns, the rows hold {frame.shape[1]})")
+            frame.columns = list(self.header)
+            yield frame
+
+    def sample(self, block_rows: int) -> pd.DataFrame:
+        """The first block_rows data rows (an empty frame of text columns when there are none)."""
+        first = next(iter(self._chunks(block_rows)), None)
+        return first if first is not None else pd.DataFrame({n: pd.Series([], dtype=object) for n in self.header})
+
+    def blocks(self, names: tuple[str, ...], block_rows: int) -> Iterator[RawBlock]:
+        first = 0
+        for frame in self._chunks(block_rows):
+            yield RawBlock(tuple(frame.iloc[:, self.header.index(n)] for n in names), first)
+            first += len(frame)
+
+    def where(self, row: int) -> tuple[str, str]:
+        """(file, 'row 3 (line 4)'): rows count from 1 after the header, which is line 1."""
+        return self.source, f"row {row + 1} (line {row + 2})"
 
 
-def read_parquet(path: Path) -> LoadedTable:
-    """Read one Parquet file."""
-    table = _read_parquet_file(path)
-    return LoadedTable(table.to_pandas(), str(path.resolve()), tuple(table.column_names), "parquet")
+class ParquetInput:
+    """One Parquet file, or the *.parquet files of a folder read one after another in name order."""
 
+    def __init__(self, path: Path, files: list[Path]) -> None:
+        self.path, self.source, self.files = path, str(path.resolve()), files
+        self.kind = "parquet-folder" if path.is_dir() else "parquet"
+        metas = [self._metadata(f) for f in files]
+        first = metas[0].schema.to_arrow_schema().remove_metadata()
+        for file, meta in zip(files[1:], metas[1:]):
+            schema = meta.schema.to_arrow_schema().remove_metadata()
+            if not schema.equals(first):
+                raise UserInputError(
+                    f"{file}: its schema ({_describe(schema)}) differs from {files[0].name} ({_describe(first)})")
+        self.schema, self.header = first, tuple(first.names)
+        # Row index where each file starts, for naming the file of a row.
+        self.starts = [0, *accumulate(m.num_rows for m in metas)]
+        # The footer's key-value metadata of a single file (a stored validated Parquet carries its provenance).
+        self.metadata: dict[bytes, bytes] = dict(metas[0].metadata or {}) if self.kind == "parquet" else {}
 
-def read_parquet_folder(path: Path) -> LoadedTable:
-    """Read every *.parquet file of a folder (sorted by name); they must share one schema."""
-    files = sorted(p for p in path.iterdir() if p.suffix == ".parquet" and p.is_file())
-    if not files:
-        raise UserInputError(f"{path}: the folder holds no .parquet files")
-    tables = [_read_parquet_file(f) for f in files]
-    first = tables[0].schema.remove_metadata()
-    for file, table in zip(files[1:], tables[1:]):
-        if not table.schema.remove_metadata().equals(first):
-            raise UserInputError(
-                f"{file}: its schema ({_describe(table.schema)}) differs from "
-                f"{files[0].name} ({_describe(first)})"
-            )
-    merged = pa.concat_tables(t.replace_schema_metadata(None) for t in tables)
-    return LoadedTable(merged.to_pandas(), str(path.resolve()), tuple(first.names), "parquet-folder")
+    @staticmethod
+    def _metadata(file: Path) -> pq.FileMetaData:
+        try:
+            return pq.read_metadata(file)
+        except (OSError, pa.ArrowException) as exc:
+            raise UserInputError(f"{file}: not a readable Parquet file ({exc})") from None
+
+    def _batches(self, names: list[str] | None, block_rows: int) -> Iterator[tuple[Path, pa.RecordBatch]]:
+        for file in self.files:
+            try:
+                # pre_buffer=False: pyarrow would otherwise load whole row groups ahead of the batches.
+                with pq.ParquetFile(file, pre_buffer=False, memory_map=False) as handle:
+                    for batch in handle.iter_batches(batch_size=block_rows, columns=names):
+                        yield file, batch
+            except (OSError, pa.ArrowException) as exc:
+                raise UserInputError(f"{file}: not a readable Parquet file ({exc})") from None
+
+    def sample(self, block_rows: int) -> pd.DataFrame:
+        """The first non-empty batch of every column (an empty frame of the schema's types when none)."""
+        for _, batch in self._batches(None, block_rows):
+            if batch.num_rows:
+                return batch.to_pandas()
+        return self.schema.empty_table().to_pandas()
+
+    def blocks(self, names: tuple[str, ...], block_rows: int) -> Iterator[RawBlock]:
+        first = 0
+        for _, batch in self._batches(list(names), block_rows):
+            if batch.num_rows:
+                yield RawBlock(tuple(batch.columns), first)
+                first += batch.num_rows
+
+    def where(self, row: int) -> tuple[str, str]:
+        """(file, 'row 3'), the row counted from 1 within the file that holds it."""
+        k = bisect.bisect_right(self.starts, row) - 1
+        file = self.source if self.kind == "parquet" else str(self.files[k].resolve())
+        return file, f"row {row - self.starts[k] + 1}"
 
 
 def _describe(schema: pa.Schema) -> str:
     return ", ".join(f"{f.name}: {f.type}" for f in schema)
 
 
-def load_table(path: Path | str) -> LoadedTable:
-    """Read DATA: a .csv file, a .parquet file or a folder of .parquet files."""
+Input = CsvInput | ParquetInput
+
+
+def open_input(path: Path | str) -> Input:
+    """Open DATA: a .csv file, a .parquet file or a folder of .parquet files (headers only, no rows yet)."""
     path = Path(path)
     if not path.exists():
         raise UserInputError(f"{path}: no such file or folder")
     if path.is_dir():
-        return read_parquet_folder(path)
+        files = sorted(p for p in path.iterdir() if p.suffix == ".parquet" and p.is_file())
+        if not files:
+            raise UserInputError(f"{path}: the folder holds no .parquet files")
+        return ParquetInput(path, files)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return read_csv(path)
+        return CsvInput(path)
     if suffix in (".parquet", ".pq"):
-        return read_parquet(path)
+        return ParquetInput(path, [path])
     raise UserInputError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv or .parquet")
-
-
-@task(name="load-data", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
-def load_data(path: str) -> LoadedTable:
-    """Read the input table from disk."""
-    return load_table(path)

@@ -1,93 +1,177 @@
-"""Store step: write the validated table once, as Parquet named by the SHA-256 of its content."""
+"""Store step: the validated table, written once as Parquet named by the SHA-256 of its content.
+
+The file is written during the pass that validates the rows, into an unnamed file (Linux O_TMPFILE)
+on the data folder's filesystem, so a rejected input leaves no trace there, not even a changed folder
+time. Only after every check has passed does it get a name: an owner-named temp file
+(tasks/tempfiles.py), hard-linked to validated/<sha256>.parquet, which fails when a concurrent writer
+of the same content got there first (then its file stays, ours goes). Without O_TMPFILE the temp
+file is named from the start; on error it is removed and the folder's times are put back.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+import re
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from prefect import task
 
-from tasks.errors import retry_unless_user_error
 from tasks.faults import crash_point
 from tasks.tempfiles import remove_stale, temp_name
 
 TEMP = (".tmp-", ".parquet")  # prefix and suffix of a temp file in validated/
+PROVENANCE = b"linreg_flow.provenance"  # the footer key of where a stored file came from
 
 
-@dataclass(frozen=True)
-class StoredData:
-    """Where the validated table lives: path of validated/<sha256>.parquet, its hash, row count."""
+class ContentHash:
+    """SHA-256 of a table's content, fed block by block:
 
-    path: str
-    sha256: str
-    rows: int
+        sha256(json.dumps(columns).encode("utf-8") + b"\\n" + every row's values as float64 little-endian)
 
-
-def content_sha256(frame: pd.DataFrame) -> str:
-    """SHA-256 of the table's content: for each column, its name, then its float64 values (little-endian).
-
-    Independent of file format, encoding and Parquet writer version: same data, same hash.
+    with the rows in order, each row's values in column order (row-major), so that any split into
+    blocks of rows gives the same hash; and so does any file format, encoding or Parquet writer.
     """
-    digest = hashlib.sha256()
-    for name in frame.columns:
-        digest.update(str(name).encode("utf-8") + b"\x00")
-        digest.update(np.ascontiguousarray(frame[name].to_numpy(dtype="<f8")).tobytes())
-    return digest.hexdigest()
+
+    def __init__(self, columns: tuple[str, ...]) -> None:
+        self._digest = hashlib.sha256(json.dumps(list(columns)).encode("utf-8") + b"\n")
+
+    def update(self, block: np.ndarray) -> None:
+        """block: (m, k) float64 rows."""
+        self._digest.update(np.ascontiguousarray(block, dtype="<f8"))
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()
 
 
-def write_parquet_once(frame: pd.DataFrame, data_dir: Path, source: str) -> StoredData:
-    """Write frame to data_dir/validated/<sha256>.parquet unless it is there.
+def stored_file(data_dir: Path, sha: str) -> Path:
+    return Path(data_dir) / "validated" / f"{sha}.parquet"
 
-    Written once and never torn: a fsynced temp file is hard-linked to the final name, which fails
-    when a concurrent writer of the same content got there first (then its file stays, ours goes).
+
+def stored_copy(metadata: dict[bytes, bytes], columns: tuple[str, ...], data_dir: Path) -> str | None:
+    """The sha256 a Parquet input's footer names when it is a stored copy of exactly these columns
+    and validated/<sha256>.parquet exists in data_dir; None otherwise. A claim to be confirmed by
+    hashing the rows."""
+    try:
+        doc = json.loads(metadata[PROVENANCE])
+        sha, named = str(doc["sha256"]), list(doc["columns"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if named != list(columns) or not re.fullmatch("[0-9a-f]{64}", sha):
+        return None
+    return sha if stored_file(data_dir, sha).is_file() else None
+
+
+def _nearest_folder(folder: Path) -> Path:
+    """The nearest existing folder on the way to `folder`: the filesystem the stored file lives on."""
+    while not folder.is_dir():
+        folder = folder.parent
+    return folder
+
+
+class StagedParquet:
+    """The stored Parquet while it is written: (m,) float64 columns in, row groups of block_rows out.
+
+    path: where it can be read before publish() names it. Use as a context manager: leaving it
+    without publish() discards the file (and any folder it made).
     """
-    sha = content_sha256(frame)
-    folder = Path(data_dir) / "validated"
-    target = folder / f"{sha}.parquet"
-    remove_stale(folder, (TEMP,))  # what a killed run left; one listdir
-    if not target.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / temp_name(*TEMP)
+
+    def __init__(self, data_dir: Path, columns: tuple[str, ...], block_rows: int) -> None:
+        self.folder = Path(data_dir).absolute() / "validated"
+        self.block_rows, self.columns = block_rows, columns
+        self._pending: list[list[np.ndarray]] = []
+        self._pending_rows, self._created, self._named = 0, list[Path](), None
+        self._anchor: tuple[Path, int, int] | None = None
         try:
-            with open(tmp, "xb") as handle:
-                pq.write_table(_with_provenance(frame, source, sha), handle)
-                handle.flush()
-                os.fsync(handle.fileno())
-            crash_point("stored-temp")
+            self._fd = os.open(_nearest_folder(self.folder), os.O_TMPFILE | os.O_RDWR, 0o666)
+            self.path = f"/proc/self/fd/{self._fd}"
+        except (AttributeError, OSError):  # no O_TMPFILE here (not Linux, or not this filesystem)
+            self._created = [p for p in reversed([self.folder, *self.folder.parents]) if not p.exists()]
+            anchor = _nearest_folder(self.folder)
+            # Its times, put back if the file is discarded: "nothing changed" includes a folder's mtime.
+            self._anchor = (anchor, anchor.stat().st_atime_ns, anchor.stat().st_mtime_ns)
+            self.folder.mkdir(parents=True, exist_ok=True)
+            self._named = self.folder / temp_name(*TEMP)
+            self._fd = os.open(self._named, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
+            self.path = str(self._named)
+        self._schema = pa.schema([(c, pa.float64()) for c in columns])
+        try:
+            # Plain float64 pages: the stored file is read by several passes, they decode at memory speed.
+            self._writer = pq.ParquetWriter(self.path, self._schema, compression="none", use_dictionary=False)
+        except BaseException:
+            self._discard()
+            raise
+
+    def write(self, values: list[np.ndarray]) -> None:
+        """Append rows given as one (m,) float64 array per column."""
+        self._pending.append(values)
+        self._pending_rows += len(values[0])
+        if self._pending_rows >= self.block_rows:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        if not self._pending_rows:
+            return
+        columns = [np.concatenate(parts) if len(parts) > 1 else parts[0] for parts in zip(*self._pending)]
+        rows = self._pending_rows
+        keep = 0 if final else rows % self.block_rows  # tiny input batches wait for a whole row group
+        table = pa.Table.from_arrays([pa.array(c[: rows - keep]) for c in columns], schema=self._schema)
+        self._writer.write_table(table, row_group_size=self.block_rows)
+        self._pending = [[c[rows - keep:] for c in columns]] if keep else []
+        self._pending_rows = keep
+
+    def finish(self, source: str, sha: str, rows: int) -> None:
+        """Write the last rows and the provenance (footer key-value metadata), then fsync."""
+        self._flush(final=True)
+        provenance = {"source": source, "sha256": sha, "rows": rows, "columns": list(self.columns),
+                      "written_at": datetime.now(timezone.utc).isoformat(), "writer": "linreg-flow"}
+        self._writer.add_key_value_metadata({PROVENANCE.decode(): json.dumps(provenance)})
+        self._writer.close()
+        os.fsync(self._fd)
+
+    def publish(self, sha: str) -> str:
+        """Name the finished file validated/<sha>.parquet (unless that exists); return its absolute path."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._created, self._anchor = [], None
+        target = stored_file(self.folder.parent, sha)
+        remove_stale(self.folder, (TEMP,))  # what a killed run left; one listdir
+        if target.exists():
+            return str(target.resolve())
+        if self._named is None:
+            self._named = self.folder / temp_name(*TEMP)
+            folder_fd = os.open(self.folder, os.O_RDONLY | os.O_DIRECTORY)
+            try:  # with dir fds, os.link is linkat(..., AT_SYMLINK_FOLLOW): it links the unnamed file itself
+                os.link(self.path, self._named.name, src_dir_fd=folder_fd, dst_dir_fd=folder_fd)
+            finally:
+                os.close(folder_fd)
+        crash_point("stored-temp")
+        try:
+            os.link(self._named, target)  # atomic, and never replaces an existing file
+        except FileExistsError:
+            pass  # the same content, written by someone else
+        return str(target.resolve())
+
+    def __enter__(self) -> StagedParquet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._writer.is_open:
+            self._writer.close()
+        self._discard()
+
+    def _discard(self) -> None:
+        os.close(self._fd)  # an unnamed file vanishes with its last descriptor
+        if self._named is not None:
+            self._named.unlink(missing_ok=True)
+        for folder in reversed(self._created):  # only folders this write made, and only when empty
             try:
-                os.link(tmp, target)  # atomic, and never replaces an existing file
-            except FileExistsError:
-                pass  # the same content, written by someone else
-        finally:
-            tmp.unlink(missing_ok=True)
-    return StoredData(str(target.resolve()), sha, len(frame))
-
-
-def _with_provenance(frame: pd.DataFrame, source: str, sha: str) -> pa.Table:
-    """The table with where it came from in its schema metadata."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    provenance = {
-        "source": source,
-        "sha256": sha,
-        "rows": len(frame),
-        "columns": [str(c) for c in frame.columns],
-        "written_at": datetime.now(timezone.utc).isoformat(),
-        "writer": "linreg-flow",
-    }
-    meta = dict(table.schema.metadata or {})
-    meta[b"linreg_flow.provenance"] = json.dumps(provenance).encode()
-    return table.replace_schema_metadata(meta)
-
-
-@task(name="store-data", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
-def store_data(frame: pd.DataFrame, data_dir: str, source: str) -> StoredData:
-    """Write the validated table to the data folder as content-addressed Parquet."""
-    return write_parquet_once(frame, Path(data_dir), source)
+                folder.rmdir()
+            except OSError:
+                return
+        if self._anchor is not None:
+            anchor, atime, mtime = self._anchor
+            os.utime(anchor, ns=(atime, mtime))

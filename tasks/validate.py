@@ -1,40 +1,28 @@
-"""Validate step: the table can be fitted (columns exist, numbers are finite, the design has full rank)."""
+"""Validate step: the table can be fitted. Columns are chosen once from the header, every block of
+values is checked and coerced to float64 as it streams by, and the checks that need the whole table
+(magnitudes, rows, constant columns, distinct values, rank) run on its statistics and its geometry."""
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
-from prefect import task
+import pyarrow as pa
 
 from tasks.config import ModelSpec
-from tasks.kernels.design import Design
-from tasks.kernels.tsqr import design_geometry
 from tasks.errors import UserInputError
-from tasks.load import LoadedTable
+from tasks.kernels.design import Design
+from tasks.kernels.table import ColumnStats, ParquetTable
+from tasks.kernels.tsqr import Geometry, design_geometry
+from tasks.load import Column, Input, RawBlock
 
-
-@dataclass(frozen=True)
-class ValidatedData:
-    """The columns the model uses, as float64, plus the design built from them.
-
-    frame: (n_rows, 1 + n_features) with the target first; source: where it came from.
-    """
-
-    frame: pd.DataFrame
-    design: Design
-    source: str
-
-
-def _where(table: LoadedTable, row: int) -> str:
-    """'row 3 (line 4)' for CSV files, 'row 3' otherwise; rows count from 1 after the header."""
-    if table.line_offset is not None:
-        return f"row {row + 1} (line {row + table.line_offset})"
-    return f"row {row + 1}"
+# where(row) -> (file, "row 3 (line 4)"): the file that holds a row (0-based over the input), and the row in it.
+Where = Callable[[int], tuple[str, str]]
+# find(j, test) -> the first row whose value in column j passes test (a vectorized predicate), and that value.
+Find = Callable[[int, Callable[[np.ndarray], np.ndarray]], tuple[int, float]]
 
 
 def _looks_numeric(column: pd.Series) -> bool:
@@ -45,20 +33,19 @@ def _looks_numeric(column: pd.Series) -> bool:
     return len(present) > 0 and pd.to_numeric(present, errors="coerce").notna().mean() > 0.5
 
 
-def select_columns(table: LoadedTable, spec: ModelSpec) -> tuple[str, ...]:
-    """Return (target, *features) after checking that they exist and are unique."""
-    src = table.source
-    dupes = sorted(name for name, count in Counter(table.header).items() if count > 1)
+def select_columns(source: Input, spec: ModelSpec, block_rows: int) -> tuple[str, ...]:
+    """Return (target, *features) after checking that they exist and are unique. Without --features,
+    the numeric columns are told apart on the first block of rows."""
+    src, columns = source.source, source.header
+    dupes = sorted(name for name, count in Counter(columns).items() if count > 1)
     if dupes:
         raise UserInputError(f"{src}: duplicate column name(s) {', '.join(map(repr, dupes))}")
-    columns = list(table.frame.columns)
-    available = ", ".join(map(str, columns))
+    available = ", ".join(columns)
     if spec.target not in columns:
         raise UserInputError(f"{src}: target column {spec.target!r} not found (columns: {available})")
     if spec.features is None:
-        features = tuple(
-            c for c in columns if c != spec.target and _looks_numeric(table.frame[c])
-        )
+        sample = source.sample(block_rows)
+        features = tuple(c for c in columns if c != spec.target and _looks_numeric(sample[c]))
         if not features:
             raise UserInputError(f"{src}: no numeric feature column besides target {spec.target!r}")
     else:
@@ -79,35 +66,45 @@ def select_columns(table: LoadedTable, spec: ModelSpec) -> tuple[str, ...]:
     return (spec.target, *features)
 
 
-def _finite(series: pd.Series) -> pd.Series:
-    return pd.Series(np.isfinite(series.to_numpy(dtype=float)), index=series.index)
+def _float64(column: Column) -> tuple[np.ndarray, pd.Series | None]:
+    """(values (m,) float64, NaN where missing or not a number; the text values, or None when the
+    column was numeric)."""
+    if isinstance(column, pa.Array):
+        kind = column.type
+        if column.null_count == 0 and (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
+            return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64), None
+        column = column.to_pandas()
+    if pd.api.types.is_numeric_dtype(column):  # bool too: False, True are 0, 1
+        return column.to_numpy(dtype=np.float64, na_value=np.nan), None
+    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan), column
 
 
-def check_values(table: LoadedTable, columns: tuple[str, ...]) -> pd.DataFrame:
-    """Coerce the columns to float64; every value must be present, numeric and finite."""
-    schema = pa.DataFrameSchema(
-        {c: pa.Column(float, coerce=True, nullable=False, checks=pa.Check(_finite, error="finite"))
-         for c in columns},
-        strict=False,
-    )
-    frame = table.frame.loc[:, list(columns)].reset_index(drop=True)
-    try:
-        return schema.validate(frame, lazy=True)
-    except pa.errors.SchemaErrors as exc:
-        raise UserInputError(_first_failure(table, exc.failure_cases)) from None
+def check_block(block: RawBlock, columns: tuple[str, ...], where: Where) -> list[np.ndarray]:
+    """The block's columns as float64 (m,) arrays; every value must be present, numeric and finite.
 
-
-def _first_failure(table: LoadedTable, cases: pd.DataFrame) -> str:
-    cases = cases[cases["index"].notna()].copy()
-    cases["index"] = cases["index"].astype(int)
-    first = cases.sort_values(["index"], kind="stable").iloc[0]
-    row, column, value = int(first["index"]), first["column"], first["failure_case"]
-    where = f"{table.source}: column {column!r}, {_where(table, row)}"
-    if first["check"] == "not_nullable" or (isinstance(value, float) and np.isnan(value)):
-        return f"{where}: missing value"
-    if first["check"] == "finite":
-        return f"{where}: value {value!r} is not finite"
-    return f"{where}: value {value!r} is not a number"
+    The first bad value (lowest row, then the first column in model order) is named with its file,
+    column and row.
+    """
+    values, first = [], None
+    for j, column in enumerate(block.columns):
+        v, text = _float64(column)
+        values.append(v)
+        bad = ~np.isfinite(v)
+        if bad.any():
+            i = int(np.argmax(bad))
+            if first is None or i < first[0]:
+                first = (i, j, text)
+    if first is None:
+        return values
+    i, j, text = first
+    file, at = where(block.first_row + i)
+    place = f"{file}: column {columns[j]!r}, {at}"
+    value = float(values[j][i])
+    if not math.isnan(value):
+        raise UserInputError(f"{place}: value {value!r} is not finite")
+    if text is not None and not pd.isna(text.iloc[i]):
+        raise UserInputError(f"{place}: value {text.iloc[i]!r} is not a number")
+    raise UserInputError(f"{place}: missing value")
 
 
 def magnitude_limit(n: int) -> float:
@@ -123,9 +120,8 @@ def magnitude_limit(n: int) -> float:
     return math.sqrt(np.finfo(np.float64).max / (2**10 * n))
 
 
-def _log2_max(values: np.ndarray) -> float:
-    """log2 of the largest |value| (-inf for an all-zero column), free of overflow and underflow."""
-    largest = float(np.abs(values).max())
+def _log2(largest: float) -> float:
+    """log2 of a largest |value| (-inf for an all-zero column), free of overflow and underflow."""
     return math.log2(largest) if largest > 0 else -math.inf
 
 
@@ -133,7 +129,20 @@ def _decades(log2: float) -> int:
     return round(log2 * math.log10(2))
 
 
-def check_magnitudes(table: LoadedTable, frame: pd.DataFrame, degree: int) -> None:
+def find_first(table: ParquetTable, j: int, test: Callable[[np.ndarray], np.ndarray]) -> tuple[int, float]:
+    """The first row (0-based) whose value in column j passes test, and that value: a pass over the
+    stored table, made only to name the row at fault."""
+    start = 0
+    for block in table.blocks():
+        hits = np.flatnonzero(test(block[:, j]))
+        if hits.size:
+            return start + int(hits[0]), float(block[hits[0], j])
+        start += len(block)
+    raise LookupError(f"no row of column {table.columns[j]!r} passes the test")
+
+
+def check_magnitudes(stats: ColumnStats, columns: tuple[str, ...], degree: int, source: str,
+                     find: Find, where: Where) -> None:
     """Refuse values the float64 arithmetic of the fit cannot hold, with B = magnitude_limit(n):
 
     1. every term value |x|^k (k <= degree) and every |y| at most B;
@@ -141,50 +150,69 @@ def check_magnitudes(table: LoadedTable, frame: pd.DataFrame, degree: int) -> No
     3. |y| / |x^k| (largest values), the scale of x^k's coefficient b, within [1/B, B], so that
        b^2 (in its standard error) and |b|^2 (in norms) neither overflow nor underflow; with
        rules 1 and 2 alone b could reach B^2.
-    frame: (n, 1 + n_features), target first.
+    Decided on the columns' statistics (target first); find() looks up the row to name, on error only.
     """
-    n, src = len(frame), table.source
+    n = stats.count
     if n == 0:
         return  # check_design names the missing rows
     limit = magnitude_limit(n)
     bits = math.log2(limit)
-    target = frame.columns[0]
-    y_bits = _log2_max(frame[target].to_numpy())
-    for column in frame.columns:
-        power = 1 if column == target else degree
-        values = frame[column].to_numpy()
-        top = _log2_max(values)
+    largest = stats.absmax
+    y_bits = _log2(float(largest[0]))
+    for j, column in enumerate(columns):
+        power = 1 if j == 0 else degree
+        top = _log2(float(largest[j]))
         what = f"|value|^{power} (--degree {power})" if power > 1 else "|value|"
         # |v|^power > B, compared as |v| > B^(1/power) so that the power itself cannot overflow.
-        big = np.flatnonzero(np.abs(values) > 2.0 ** (bits / power))
-        if big.size:
-            row = int(big[0])
+        bound = 2.0 ** (bits / power)
+        if largest[j] > bound:
+            row, value = find(j, lambda v: np.abs(v) > bound)
+            file, at = where(row)
             raise UserInputError(
-                f"{src}: column {column!r}, {_where(table, row)}: value {float(values[row])!r} is too large: "
+                f"{file}: column {column!r}, {at}: value {value!r} is too large: "
                 f"{what} must stay below {limit:.3g} for {n} rows, or sums of squares overflow "
                 f"float64; rescale the column (e.g. divide it by 1e{_decades(top)})")
         # The smallest term column of |x| < 1 is the highest power.
         if min(top, power * top) < -bits:
-            row = int(np.argmax(np.abs(values)))
+            row, value = find(j, lambda v: np.abs(v) == largest[j])
+            file, at = where(row)
             raise UserInputError(
-                f"{src}: column {column!r}: every value is too small: the largest, {float(values[row])!r} "
-                f"({_where(table, row)}), has {what} below {1 / limit:.3g}, so squares underflow "
+                f"{file}: column {column!r}: every value is too small: the largest, {value!r} "
+                f"({at}), has {what} below {1 / limit:.3g}, so squares underflow "
                 f"float64; rescale the column (e.g. multiply it by 1e{-_decades(top)})")
-        if column == target or not (math.isfinite(top) and math.isfinite(y_bits)):
+        if j == 0 or not (math.isfinite(top) and math.isfinite(y_bits)):
             continue
         for k in sorted({1, power}):
             ratio = y_bits - k * top  # log2 of |y| / |x^k|, the scale of x^k's coefficient
             if abs(ratio) > bits:
                 term = column if k == 1 else f"{column}^{k}"
                 raise UserInputError(
-                    f"{src}: column {target!r} is about 1e{_decades(ratio)} times column {term!r}: "
+                    f"{source}: column {columns[0]!r} is about 1e{_decades(ratio)} times column {term!r}: "
                     f"the coefficient of {term} would be about that size, beyond float64's safe "
                     f"range for its square ({1 / limit:.3g} to {limit:.3g} for {n} rows); "
                     "rescale one of the columns")
 
 
-def check_design(design: Design, source: str) -> None:
-    """Enough rows, no constant predictor beside the intercept, and a design of full rank."""
+class DistinctValues:
+    """Up to `needed` distinct values of one column, gathered block by block (for --degree)."""
+
+    def __init__(self, needed: int) -> None:
+        self.needed, self.seen = needed, set[float]()
+
+    def add(self, values: np.ndarray) -> None:
+        if len(self.seen) < self.needed:
+            # The block's smallest distinct values: enough to reach `needed` if the block can.
+            self.seen.update(np.unique(values)[: self.needed].tolist())
+
+    @property
+    def count(self) -> int:
+        """The number of distinct values seen, exact below `needed`."""
+        return min(len(self.seen), self.needed)
+
+
+def check_design(design: Design, source: str, distinct: int) -> Geometry:
+    """Enough rows, no constant predictor beside the intercept, enough distinct x for the degree,
+    and a design of full rank; return its geometry (one pass over its table)."""
     names = design.term_names
     if design.n <= design.n_params:
         params = ("intercept + " if design.intercept else "") + ", ".join(names)
@@ -192,24 +220,23 @@ def check_design(design: Design, source: str) -> None:
             f"{source}: {design.n} rows, but the model has {design.n_params} parameters ({params}); "
             f"need at least {design.n_params + 1} rows"
         )
+    x = design.stats.column(slice(1, None))
     if design.intercept:
         for j, name in enumerate(design.names):
-            column = design.features[:, j]
-            if np.all(column == column[0]):
+            if x.min[j] == x.max[j]:
                 raise UserInputError(
-                    f"{source}: column {name!r} is constant (every row is {column[0]!r}); "
+                    f"{source}: column {name!r} is constant (every row is {float(x.min[j])!r}); "
                     "it duplicates the intercept"
                 )
-    if design.degree > 1:
-        distinct = len(np.unique(design.features[:, 0]))
-        needed = design.degree + int(design.intercept)
-        if distinct < needed:
-            raise UserInputError(
-                f"{source}: column {design.names[0]!r} has {distinct} distinct values; "
-                f"option --degree {design.degree} needs at least {needed}"
-            )
+    needed = design.degree + int(design.intercept)
+    if design.degree > 1 and distinct < needed:
+        raise UserInputError(
+            f"{source}: column {design.names[0]!r} has {distinct} distinct values; "
+            f"option --degree {design.degree} needs at least {needed}"
+        )
+    geometry = design_geometry(design)
     # W = QR with orthonormal Q: R has W's singular values and right singular vectors.
-    s, vt = design_geometry(design).singular_values()
+    s, vt = geometry.singular_values()
     # numpy.linalg.matrix_rank's tolerance, on the well-conditioned twin of the design.
     tol = s.max() * max(design.n, design.n_params) * np.finfo(float).eps
     if s.min() <= tol:
@@ -220,23 +247,4 @@ def check_design(design: Design, source: str) -> None:
             f"{source}: the design is rank deficient: columns {', '.join(map(repr, involved))} "
             "are linearly dependent (exactly collinear); drop one of them"
         )
-
-
-def validate_table(table: LoadedTable, spec: ModelSpec) -> ValidatedData:
-    """Check the table against the model and return the float64 columns and the design."""
-    columns = select_columns(table, spec)
-    frame = check_values(table, columns)
-    check_magnitudes(table, frame, spec.degree)
-    design = Design.from_arrays(
-        frame.loc[:, list(columns[1:])].to_numpy(dtype=np.float64),
-        frame[columns[0]].to_numpy(dtype=np.float64),
-        tuple(columns[1:]), target=columns[0], degree=spec.degree, intercept=spec.intercept,
-    )
-    check_design(design, table.source)
-    return ValidatedData(frame, design, table.source)
-
-
-@task(name="validate-data")
-def validate_data(table: LoadedTable, spec: ModelSpec) -> ValidatedData:
-    """Check that the table can be fitted by the model."""
-    return validate_table(table, spec)
+    return geometry

@@ -1,4 +1,7 @@
-"""Loading and validating the input: one error-path test per rule, and the formats users really have."""
+"""Loading and validating the input: one error-path test per rule, and the formats users really have.
+
+Every input goes through prepare_data (the one streamed pass); a rejected one must leave its data
+folder absent (_run checks it on every error)."""
 
 from __future__ import annotations
 
@@ -16,10 +19,15 @@ import pytest
 from tasks.config import ModelSpec
 from tasks.errors import UserInputError
 from tasks.exact import fit_exact
-from tasks.load import load_table
-from tasks.validate import magnitude_limit, validate_table
+from tasks.ingest import Prepared, prepare_data
+from tasks.kernels.table import BLOCK_ROWS
+from tasks.load import open_input
+from tasks.validate import magnitude_limit
 from tests.helpers import TUTORIAL_B0, TUTORIAL_B1, TUTORIAL_X, TUTORIAL_Y, max_rel_error
 from tests.prefect_server import BIN, cli_env
+
+# Row numbers in messages must not depend on how the rows were read: in one block, or two at a time.
+BLOCKINGS = pytest.mark.parametrize("block_rows", [BLOCK_ROWS, 2], ids=["one-block", "2-row-blocks"])
 
 # A small well-posed table: y ~ x1 + x2 with x1, x2 not collinear.
 GOOD_ROWS = "x1,x2,y\n1,5,2.0\n2,3,3.5\n3,8,4.1\n4,1,6.0\n5,7,7.2\n"
@@ -36,8 +44,28 @@ def _parquet(path: Path, columns: dict) -> Path:
     return path
 
 
-def _run(path: Path, **spec) -> object:
-    return validate_table(load_table(path), ModelSpec(**spec))
+def _snapshot(folder: Path) -> dict[str, int] | None:
+    """Every entry under folder with its mtime (folders' mtimes move when anything is made in them)."""
+    if not folder.exists():
+        return None
+    return {str(p): p.stat().st_mtime_ns for p in [folder, *folder.rglob("*")]}
+
+
+def _run(path: Path, block_rows: int = BLOCK_ROWS, **spec) -> Prepared:
+    """prepare_data into a data folder beside the input; a rejection must leave that folder as it was."""
+    data_dir = path.parent / "store"
+    before = _snapshot(data_dir)
+    try:
+        return prepare_data(ModelSpec(**spec), path, data_dir, block_rows)
+    except UserInputError:
+        assert _snapshot(data_dir) == before, "a rejected input changed the data folder"
+        raise
+
+
+def _features_and_y(data: Prepared, spec: ModelSpec = ModelSpec()) -> tuple[np.ndarray, np.ndarray]:
+    """The stored columns, read back from the stored Parquet file."""
+    design = data.design(spec)
+    return design.features, design.y
 
 
 def _names(path: Path) -> str:
@@ -52,21 +80,21 @@ def test_it_rejects_a_missing_file(tmp_path):
     """A path that does not exist is named in the message."""
     path = tmp_path / "nope.csv"
     with pytest.raises(UserInputError, match=_names(path) + ".*no such file"):
-        load_table(path)
+        _run(path)
 
 
 def test_it_rejects_an_unsupported_extension(tmp_path):
     """Only .csv, .parquet and folders of .parquet are read; the message quotes the extension."""
     path = _csv(tmp_path, GOOD_ROWS, name="data.txt")
     with pytest.raises(UserInputError, match=_names(path) + ".*unsupported file type '.txt'"):
-        load_table(path)
+        _run(path)
 
 
 def test_it_rejects_an_empty_csv(tmp_path):
     """An empty (or whitespace-only) CSV names the file."""
     path = _csv(tmp_path, "\n\n")
     with pytest.raises(UserInputError, match=_names(path) + ".*empty"):
-        load_table(path)
+        _run(path)
 
 
 def test_it_rejects_an_unreadable_parquet_file(tmp_path):
@@ -74,7 +102,7 @@ def test_it_rejects_an_unreadable_parquet_file(tmp_path):
     path = tmp_path / "broken.parquet"
     path.write_bytes(b"this is not parquet at all")
     with pytest.raises(UserInputError, match=_names(path) + ".*not a readable Parquet file"):
-        load_table(path)
+        _run(path)
 
 
 def test_it_rejects_a_folder_without_parquet_files(tmp_path):
@@ -83,7 +111,7 @@ def test_it_rejects_a_folder_without_parquet_files(tmp_path):
     folder.mkdir()
     _csv(folder, GOOD_ROWS)
     with pytest.raises(UserInputError, match=_names(folder) + ".*no .parquet files"):
-        load_table(folder)
+        _run(folder)
 
 
 def test_it_rejects_parquet_files_whose_schemas_differ_naming_the_odd_file(tmp_path):
@@ -93,7 +121,7 @@ def test_it_rejects_parquet_files_whose_schemas_differ_naming_the_odd_file(tmp_p
     _parquet(folder / "a.parquet", {"x": [1.0, 2.0], "y": [3.0, 4.0]})
     odd = _parquet(folder / "b.parquet", {"x": [1.0, 2.0], "z": [3.0, 4.0]})
     with pytest.raises(UserInputError, match=_names(odd) + ".*schema.*differs from a.parquet"):
-        load_table(folder)
+        _run(folder)
 
 
 # --- column selection ----------------------------------------------------------------------------
@@ -144,32 +172,36 @@ def test_it_rejects_a_polynomial_in_two_features(tmp_path):
 # --- values --------------------------------------------------------------------------------------
 
 
-def test_it_rejects_a_non_numeric_value_naming_column_row_and_value(tmp_path):
+@BLOCKINGS
+def test_it_rejects_a_non_numeric_value_naming_column_row_and_value(tmp_path, block_rows):
     """'abc' in column x1 on the third data row (line 4): all three are in the message."""
     path = _csv(tmp_path, "x1,x2,y\n1,5,2\n2,3,3\nabc,8,4\n4,1,6\n5,7,7\n")
     with pytest.raises(UserInputError, match=_names(path) + r".*'x1'.*row 3 \(line 4\).*'abc'.*not a number"):
-        _run(path, features=("x1", "x2"))
+        _run(path, block_rows, features=("x1", "x2"))
 
 
-def test_it_rejects_a_missing_value(tmp_path):
+@BLOCKINGS
+def test_it_rejects_a_missing_value(tmp_path, block_rows):
     """An empty cell is a missing value; the message names its column and row."""
     path = _csv(tmp_path, "x1,x2,y\n1,5,2\n2,,3\n3,8,4\n4,1,6\n5,7,7\n")
     with pytest.raises(UserInputError, match=_names(path) + r".*'x2'.*row 2 \(line 3\).*missing value"):
-        _run(path)
+        _run(path, block_rows)
 
 
-def test_it_rejects_an_infinite_value(tmp_path):
+@BLOCKINGS
+def test_it_rejects_an_infinite_value(tmp_path, block_rows):
     """inf parses as a float but cannot be fitted."""
     path = _csv(tmp_path, "x1,x2,y\n1,5,2\n2,3,3\n3,8,inf\n4,1,6\n5,7,7\n")
     with pytest.raises(UserInputError, match=_names(path) + r".*'y'.*row 3 \(line 4\).*not finite"):
-        _run(path)
+        _run(path, block_rows)
 
 
-def test_it_rejects_an_infinite_value_in_parquet(tmp_path):
+@BLOCKINGS
+def test_it_rejects_an_infinite_value_in_parquet(tmp_path, block_rows):
     """The same rule holds for Parquet input (rows are numbered without a line)."""
     path = _parquet(tmp_path / "d.parquet", {"x": [1.0, 2.0, np.inf, 4.0], "y": [1.0, 2.0, 3.0, 5.0]})
     with pytest.raises(UserInputError, match=_names(path) + r".*'x'.*row 3.*not finite"):
-        _run(path)
+        _run(path, block_rows)
 
 
 # --- magnitudes: what float64 sums of squares and the double-double split can hold -------------------
@@ -177,31 +209,33 @@ def test_it_rejects_an_infinite_value_in_parquet(tmp_path):
 HUGE_CSV = "x,y\n1,2\n2,3.1\n1e308,4\n4,5.2\n5,6\n"
 
 
-def test_it_rejects_a_value_near_the_float64_limit(tmp_path):
+@BLOCKINGS
+def test_it_rejects_a_value_near_the_float64_limit(tmp_path, block_rows):
     """1e308 squared overflows: the message names column, row, line and value, and how to rescale."""
     path = _csv(tmp_path, HUGE_CSV)
     with pytest.raises(UserInputError, match=_names(path) + r": column 'x', row 3 \(line 4\): value 1e\+308 is "
                        r"too large: \|value\| must stay below 1\.87e\+152 for 5 rows.*divide it by 1e308"):
-        _run(path)
+        _run(path, block_rows)
 
 
 def test_it_rejects_a_polynomial_term_beyond_the_limit(tmp_path):
     """x = 1e60 is fine on a line, but x^6 = 1e360 is not: the bound applies to every term value."""
     path = _csv(tmp_path, "x,y\n" + "".join(f"{x},{y}\n" for x, y in zip(TUTORIAL_X, TUTORIAL_Y)) + "1e60,3\n")
-    assert _run(path).design.n == 11
+    assert _run(path).rows == 11
     with pytest.raises(UserInputError, match=_names(path) + r".*'x', row 11 \(line 12\): value 1e\+60 is too "
                        r"large: \|value\|\^6 \(--degree 6\) must stay below"):
         _run(path, degree=6)
 
 
+@BLOCKINGS
 @pytest.mark.parametrize("scale", [1e-300, 5e-324], ids=["1e-300", "subnormal"])
-def test_it_rejects_a_column_whose_values_are_all_tiny(tmp_path, scale):
+def test_it_rejects_a_column_whose_values_are_all_tiny(tmp_path, scale, block_rows):
     """A column of values whose squares underflow to 0 (norms would be 0): named with its largest value."""
     path = _parquet(tmp_path / "tiny.parquet", {"x": TUTORIAL_X, "y": TUTORIAL_Y * scale})
     largest = float(TUTORIAL_Y[-1] * scale)
     with pytest.raises(UserInputError, match=_names(path) + rf": column 'y': every value is too small: the "
                        rf"largest, {re.escape(repr(largest))} \(row 10\).*multiply it by"):
-        _run(path)
+        _run(path, block_rows)
 
 
 def test_it_rejects_columns_whose_coefficient_would_overflow(tmp_path):
@@ -226,7 +260,8 @@ def test_the_limit_keeps_every_sum_of_n_squares_finite():
 def test_data_just_inside_the_limits_fits_like_the_unscaled_data(tmp_path, x_scale, y_scale):
     """Powers of two scale the tutorial exactly: b0 scales as y, b1 as y / x; one doubling more is refused."""
     path = _parquet(tmp_path / "edge.parquet", {"x": TUTORIAL_X * x_scale, "y": TUTORIAL_Y * y_scale})
-    fit = fit_exact(_run(path).design)
+    data = _run(path)
+    fit = fit_exact(data.design(ModelSpec()), data.geometry)
     assert max_rel_error(fit.params, [TUTORIAL_B0 * y_scale, TUTORIAL_B1 * y_scale / x_scale]) < 1e-13
     assert np.all(np.isfinite(fit.se_coefficients)) and 0 < fit.r_squared < 1
     beyond = _parquet(tmp_path / "beyond.parquet", {"x": TUTORIAL_X * x_scale / 2, "y": TUTORIAL_Y * y_scale * 2})
@@ -238,7 +273,8 @@ def test_a_column_mixing_1e150_and_ones_fits(tmp_path):
     """Large and ordinary values in one column are fine as long as every value is within the limit."""
     x = np.array([1.0, 2.0, 1e150, 3.0, 4.0, 5.0])
     y = np.array([2.0, 2.9, 4.1, 5.2, 5.9, 7.1])
-    fit = fit_exact(_run(_parquet(tmp_path / "mixed.parquet", {"x": x, "y": y})).design)
+    data = _run(_parquet(tmp_path / "mixed.parquet", {"x": x, "y": y}))
+    fit = fit_exact(data.design(ModelSpec()), data.geometry)
     b1 = np.cov(x / 1e150, y)[0, 1] / np.var(x / 1e150, ddof=1) / 1e150  # the slope, computed on x / 1e150
     assert max_rel_error(fit.params, [np.mean(y) - b1 * np.mean(x), b1]) < 1e-12
 
@@ -277,27 +313,30 @@ def test_it_rejects_too_few_rows(tmp_path):
         _run(path)
 
 
-def test_it_rejects_a_constant_predictor_with_an_intercept(tmp_path):
+@BLOCKINGS
+def test_it_rejects_a_constant_predictor_with_an_intercept(tmp_path, block_rows):
     """A constant column duplicates the intercept."""
     path = _csv(tmp_path, "x,y\n4,1\n4,2\n4,3\n4,5\n")
     with pytest.raises(UserInputError, match=_names(path) + r".*'x' is constant.*intercept"):
-        _run(path)
+        _run(path, block_rows)
 
 
-def test_it_rejects_exactly_collinear_columns_naming_both(tmp_path):
+@BLOCKINGS
+def test_it_rejects_exactly_collinear_columns_naming_both(tmp_path, block_rows):
     """x2 = 2 * x1: the design is rank deficient and both columns are named."""
     path = _csv(tmp_path, "x1,x2,y\n1,2,1.5\n2,4,2.9\n3,6,4.2\n4,8,4.8\n5,10,6.1\n")
     with pytest.raises(UserInputError, match=_names(path) + r".*rank deficient") as info:
-        _run(path)
+        _run(path, block_rows)
     assert "'x1'" in str(info.value) and "'x2'" in str(info.value)
 
 
-def test_it_rejects_a_degree_above_the_distinct_values(tmp_path):
+@BLOCKINGS
+def test_it_rejects_a_degree_above_the_distinct_values(tmp_path, block_rows):
     """Degree 5 with only three distinct x values cannot be fitted (needs 6 with an intercept)."""
     xs = [1, 2, 3, 1, 2, 3, 1, 2]
     path = _csv(tmp_path, "x,y\n" + "".join(f"{x},{x * 1.5 + i * 0.1}\n" for i, x in enumerate(xs)))
     with pytest.raises(UserInputError, match=_names(path) + r".*'x' has 3 distinct values.*--degree 5"):
-        _run(path, degree=5)
+        _run(path, block_rows, degree=5)
 
 
 # --- formats that must work ------------------------------------------------------------------------
@@ -308,10 +347,11 @@ def _tutorial_text(sep: str = ",", newline: str = "\n", header: str = "x,y") -> 
     return newline.join(rows) + newline
 
 
-def _assert_tutorial(data, x: str = "x") -> None:
-    assert data.design.names == (x,)
-    np.testing.assert_array_equal(data.design.features[:, 0], TUTORIAL_X)
-    np.testing.assert_array_equal(data.design.y, TUTORIAL_Y)
+def _assert_tutorial(data: Prepared, x: str = "x") -> None:
+    assert data.columns == ("y", x)
+    features, y = _features_and_y(data)
+    np.testing.assert_array_equal(features[:, 0], TUTORIAL_X)
+    np.testing.assert_array_equal(y, TUTORIAL_Y)
 
 
 def test_it_reads_utf8_with_a_byte_order_mark(tmp_path):
@@ -361,18 +401,18 @@ def test_it_concatenates_a_folder_of_parquet_files_in_name_order(tmp_path):
     # Written out of order on purpose: b first, then a.
     _parquet(folder / "b.parquet", {"x": TUTORIAL_X[5:], "y": TUTORIAL_Y[5:]})
     _parquet(folder / "a.parquet", {"x": TUTORIAL_X[:5], "y": TUTORIAL_Y[:5]})
-    table = load_table(folder)
-    assert table.kind == "parquet-folder"
-    _assert_tutorial(validate_table(table, ModelSpec()))
+    assert open_input(folder).kind == "parquet-folder"
+    _assert_tutorial(_run(folder))
 
 
 def test_default_features_are_every_other_numeric_column(tmp_path):
     """Without --features every numeric column but the target is a feature; a text column is skipped."""
     path = _csv(tmp_path, "name,x1,y,x2\na,1,2.0,5\nb,2,3.5,3\nc,3,4.1,8\nd,4,6.0,1\ne,5,7.2,7\n")
     data = _run(path)
-    assert data.design.names == ("x1", "x2")
-    assert list(data.frame.columns) == ["y", "x1", "x2"]
-    assert data.frame.dtypes.tolist() == [np.float64] * 3
+    assert data.columns == ("y", "x1", "x2")
+    stored = pd.read_parquet(data.path)
+    assert list(stored.columns) == ["y", "x1", "x2"]
+    assert stored.dtypes.tolist() == [np.float64] * 3
 
 
 def test_the_validated_table_is_float64_with_the_target_first(tmp_path):
@@ -381,5 +421,5 @@ def test_the_validated_table_is_float64_with_the_target_first(tmp_path):
     data = _run(path)
     assert data.source == str(path.resolve())
     pd.testing.assert_frame_equal(
-        data.frame, pd.DataFrame({"y": [2.0, 4.0, 7.0, 9.0], "x": [1.0, 2.0, 3.0, 5.0]})
+        pd.read_parquet(data.path), pd.DataFrame({"y": [2.0, 4.0, 7.0, 9.0], "x": [1.0, 2.0, 3.0, 5.0]})
     )

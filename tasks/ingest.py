@@ -1,0 +1,165 @@
+"""Prepare the data: load -> validate -> store in ONE streamed pass over the input.
+
+Each block of rows is read (tasks/load.py), checked and coerced to float64, folded into the column
+statistics (tasks/validate.py), hashed and appended to the stored Parquet (tasks/store.py); memory
+stays bounded by a block. The checks that need the whole table then run on the statistics and on one
+pass over the written file (the design's geometry, which the exact fit and training reuse), before
+the stored file gets its name. Bad input: UserInputError, and nothing new under the data folder.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import numpy as np
+from prefect import task
+
+from tasks.config import ModelSpec
+from tasks.errors import retry_unless_user_error
+from tasks.kernels.design import Design, scaled_basis
+from tasks.kernels.table import BLOCK_ROWS, ColumnStats, ParquetTable
+from tasks.kernels.tsqr import Geometry
+from tasks.load import Input, open_input
+from tasks.store import ContentHash, StagedParquet, stored_copy, stored_file
+from tasks.validate import DistinctValues, check_block, check_design, check_magnitudes, find_first, select_columns
+
+STAGES = ("load", "validate", "store")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The validated input, stored, and what the pass learned about it.
+
+    source: absolute path of DATA; path: absolute path of validated/<sha256>.parquet; rows;
+    columns: the model's columns, target first; stats: their ColumnStats; geometry: the design's
+    (computed once per run); timings: seconds the pass spent in each of STAGES; block_rows: rows
+    per block and per row group of the stored file.
+    """
+
+    source: str
+    path: str
+    sha256: str
+    rows: int
+    columns: tuple[str, ...]
+    stats: ColumnStats
+    geometry: Geometry
+    timings: Mapping[str, float]
+    block_rows: int = BLOCK_ROWS
+
+    def table(self) -> ParquetTable:
+        return ParquetTable(self.path, self.columns, self.rows, self.stats, self.block_rows)
+
+    def design(self, spec: ModelSpec) -> Design:
+        """The model's design over the stored file (read block by block, never whole)."""
+        return Design(self.table(), self.columns[1:], self.columns[0], spec.degree, spec.intercept)
+
+    def to_json(self) -> dict:
+        """A JSON-able dict that from_json turns back into an equal Prepared (floats round-trip exactly)."""
+        g = self.geometry
+        return {
+            "source": self.source, "path": self.path, "sha256": self.sha256, "rows": self.rows,
+            "columns": list(self.columns), "stats": self.stats.to_json(), "block_rows": self.block_rows,
+            "timings": {k: float(v) for k, v in self.timings.items()},
+            # The basis (exact rationals) is rebuilt from the stats; its model is degree and intercept.
+            "geometry": {"degree": g.basis.degree, "intercept": bool(g.basis.ones > 0), "R": g.R.tolist(),
+                         "qty": g.qty.tolist(), "terms": g.terms.to_json(), "y": g.y.to_json()},
+        }
+
+    @classmethod
+    def from_json(cls, doc: Mapping) -> Prepared:
+        columns, stats, g = tuple(doc["columns"]), ColumnStats.from_json(doc["stats"]), doc["geometry"]
+        table = ParquetTable(doc["path"], columns, int(doc["rows"]), stats, int(doc["block_rows"]))
+        design = Design(table, columns[1:], columns[0], int(g["degree"]), bool(g["intercept"]))
+        geometry = Geometry(scaled_basis(design), np.array(g["R"], dtype=np.float64),
+                            np.array(g["qty"], dtype=np.float64), ColumnStats.from_json(g["terms"]),
+                            ColumnStats.from_json(g["y"]))
+        return cls(doc["source"], table.path, doc["sha256"], table.rows, columns, stats, geometry,
+                   dict(doc["timings"]), table.block_rows)
+
+
+class _Clock:
+    """Seconds spent per stage, accumulated over the blocks of the pass."""
+
+    def __init__(self) -> None:
+        self.seconds = dict.fromkeys(STAGES, 0.0)
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[stage] += time.perf_counter() - start
+
+
+def prepare_data(spec: ModelSpec, data: Path, data_dir: Path, block_rows: int = BLOCK_ROWS) -> Prepared:
+    """Read, validate and store DATA for the model in one pass; raise UserInputError on bad input."""
+    clock = _Clock()
+    with clock("load"):
+        source = open_input(data)
+    with clock("validate"):
+        columns = select_columns(source, spec, block_rows)
+    # The input may be this data folder's stored copy itself: then hash it, but do not copy it.
+    claimed = stored_copy(source.metadata, columns, Path(data_dir))
+    prepared = _pass(spec, source, columns, Path(data_dir), block_rows, clock, claimed)
+    if prepared is None:  # its rows do not hash to the name it claims: store it like any input
+        prepared = _pass(spec, source, columns, Path(data_dir), block_rows, clock, None)
+    return prepared
+
+
+def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Path, block_rows: int,
+          clock: _Clock, claimed: str | None) -> Prepared | None:
+    """The streamed pass; with `claimed`, the sha256 the stored copy should have (None if it has not)."""
+    stats, digest = ColumnStats.empty(len(columns)), ContentHash(columns)
+    distinct = DistinctValues(spec.degree + int(spec.intercept))
+    with StagedParquet(data_dir, columns, block_rows) if claimed is None else _no_write() as staged:
+        blocks = source.blocks(columns, block_rows)
+        while True:
+            with clock("load"):
+                raw = next(blocks, None)
+            if raw is None:
+                break
+            if not raw.rows:
+                continue
+            with clock("validate"):
+                values = check_block(raw, columns, source.where)
+                rows_t = np.array(values)  # (k, m): its transpose is the (m, k) block, column-major
+                with np.errstate(over="ignore"):  # squares of values beyond magnitude_limit: refused below
+                    stats = stats.merge(ColumnStats.of(rows_t.T))
+                if spec.degree > 1:
+                    distinct.add(values[1])
+            with clock("store"):
+                digest.update(rows_t.T)
+                if staged is not None:
+                    staged.write(values)
+        sha = digest.hexdigest()
+        if claimed is not None and sha != claimed:
+            return None
+        with clock("store"):
+            if staged is not None:
+                staged.finish(source.source, sha, stats.count)
+        table = ParquetTable(staged.path if staged else str(stored_file(data_dir, sha)), columns, stats.count,
+                             stats, block_rows)
+        with clock("validate"):
+            check_magnitudes(stats, columns, spec.degree, source.source, partial(find_first, table), source.where)
+            design = Design(table, columns[1:], columns[0], spec.degree, spec.intercept)
+            geometry = check_design(design, source.source, distinct.count)
+        with clock("store"):
+            path = staged.publish(sha) if staged is not None else str(Path(table.path).resolve())
+    return Prepared(source.source, path, sha, stats.count, columns, stats, geometry, clock.seconds, block_rows)
+
+
+@contextmanager
+def _no_write() -> Iterator[None]:
+    yield None
+
+
+@task(name="prepare-data", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
+def prepare_data_task(spec: ModelSpec, data: str, data_dir: str) -> Prepared:
+    """Load, validate and store the input in one streamed pass."""
+    return prepare_data(spec, Path(data), Path(data_dir))
