@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -12,7 +10,6 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from matplotlib.figure import Figure
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
@@ -37,18 +34,6 @@ def version_name(sha256: str, now: datetime) -> str:
 def dumps(doc: dict) -> bytes:
     """JSON with float64 round-trip precision (Python writes the shortest exact repr)."""
     return (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode()
-
-
-def png_bytes(fig: Figure, dpi: float | None = None) -> bytes:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi or fig.dpi)
-    return buffer.getvalue()
-
-
-def data_uri(fig: Figure, dpi: float = 60) -> str:
-    """The figure as a small PNG data URI (Prefect's image artifact takes only a URL, and a
-    markdown artifact with an inline image needs no file server); ~20 KB at 60 dpi."""
-    return "data:image/png;base64," + base64.b64encode(png_bytes(fig, dpi)).decode("ascii")
 
 
 def list_versions(artifacts_dir: Path) -> list[Path]:
@@ -175,9 +160,7 @@ def publish_to_prefect(markdown: str, rows: list[dict]) -> None:
     create_table_artifact(table=rows, key=TABLE_KEY, description="Coefficients, exact and SGD")
 
 
-def _as_bytes(value: bytes | dict | Figure) -> bytes:
-    if isinstance(value, Figure):
-        return png_bytes(value)
+def _as_bytes(value: bytes | dict) -> bytes:
     return dumps(value) if isinstance(value, dict) else value
 
 
@@ -190,7 +173,7 @@ class WrittenVersion:
 
 
 @task(name="write-artifacts", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
-def write_artifacts(artifacts_dir: str, sha256: str, documents: dict[str, bytes | dict | Figure],
+def write_artifacts(artifacts_dir: str, sha256: str, documents: dict[str, bytes | dict],
                     manifest: dict) -> WrittenVersion:
     """Write the version directory, with the drift since the newest version of the same model."""
     files = {name: _as_bytes(value) for name, value in documents.items() if name != "coefficients.json"}
@@ -199,9 +182,11 @@ def write_artifacts(artifacts_dir: str, sha256: str, documents: dict[str, bytes 
 
 
 @task(name="publish-summary", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
-def publish_summary(doc: dict, comparison, version_path: str, figures: dict[str, Figure]) -> None:
-    """Show the run's summary (with its plots inline) and coefficient table in the Prefect UI."""
-    images = {name.removesuffix(".png"): data_uri(fig) for name, fig in figures.items()}
+def publish_summary(doc: dict, comparison, version_path: str, images: dict[str, bytes]) -> None:
+    """Show the run's summary (with its plots inline) and coefficient table in the Prefect UI.
+
+    images: file name -> the PNG bytes written to the version folder (rendered once).
+    """
     files = sorted(p.name for p in Path(version_path).iterdir())
     markdown = summary_markdown(doc, comparison, version_path, doc["drift"], images, files)
     publish_to_prefect(markdown, table_rows(doc, comparison, Path(version_path).name, doc["drift"]))

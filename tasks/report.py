@@ -65,6 +65,7 @@ def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison
             "converged": comparison.converged,
             "stop_reason": sgd.stop_reason,
             "optimizer": sgd.optimizer,
+            "precondition": sgd.precondition,
             "lr": sgd.lr,
             "momentum": sgd.momentum,
             "device": sgd.device,

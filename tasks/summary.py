@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 import string
@@ -42,6 +43,12 @@ def file_link(folder: str, name: str) -> str:
     return f"[{text}](file://{quote(f'{folder}/{name}')})"
 
 
+def data_uri(png: bytes) -> str:
+    """PNG bytes as a data URI: Prefect's image artifact takes only a URL, and a markdown artifact
+    with an inline image needs no file server. The same bytes as the version's file (30-90 KB)."""
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
 def _fmt(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.10g}"
 
@@ -76,8 +83,11 @@ def drift(previous: dict | None, previous_version: str | None, doc: dict) -> dic
 
 
 def summary_markdown(doc: dict, comparison: Comparison, version_path: str, moved: dict,
-                     images: dict[str, str], files: list[str]) -> str:
-    """The run's summary: coefficients side by side, verdict, fit statistics, drift, plots, files."""
+                     images: dict[str, bytes], files: list[str]) -> str:
+    """The run's summary: coefficients side by side, verdict, fit statistics, drift, plots, files.
+
+    images: file name -> PNG bytes, shown inline.
+    """
     exact, sgd = doc["exact"], doc["sgd"]
     names, ex = parameters(doc, "exact")
     _, sg = parameters(doc, "sgd")
@@ -111,8 +121,8 @@ def summary_markdown(doc: dict, comparison: Comparison, version_path: str, moved
         *(f"- **warning:** {w}" for w in exact.get("warnings", [])),
         "",
     ]
-    for name, uri in images.items():
-        lines += [f"![{name}]({uri})", ""]
+    for name, png in images.items():
+        lines += [f"![{escape_markdown(name.removesuffix('.png'))}]({data_uri(png)})", ""]
     lines += [f"Version folder: {escape_markdown(version_path)}", ""]
     lines += [f"- {file_link(version_path, f)}" for f in files]
     return "\n".join(lines)

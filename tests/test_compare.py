@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
+from fractions import Fraction
 
 import numpy as np
 import pytest
 
-from tasks.compare import compare_fits
+from tasks.compare import compare_fits, estimate_epochs_needed
 from tasks.exact import fit_exact
 from tasks.sgd import SGDResult
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y, make_design, tutorial_design
 
 
-def _sgd(params, *, intercept=True, stop_reason="epochs", epochs=100, losses=None, time_limit=None) -> SGDResult:
+def _sgd(params, *, intercept=True, stop_reason="epochs", epochs=100, losses=None, time_limit=None,
+         optimizer="sgd", precondition=False) -> SGDResult:
     params = [float(v) for v in params]
     return SGDResult(
         intercept=params[0] if intercept else None,
@@ -22,13 +25,14 @@ def _sgd(params, *, intercept=True, stop_reason="epochs", epochs=100, losses=Non
         epochs=epochs,
         final_loss=1.0,
         stop_reason=stop_reason,
-        optimizer="sgd",
+        optimizer=optimizer,
         lr=0.1,
         momentum=None,
         losses=np.linspace(10.0, 3.0, epochs) if losses is None else losses,
         device="cpu",
         dtype="float64",
         time_limit=time_limit,
+        precondition=precondition,
     )
 
 
@@ -127,3 +131,69 @@ def test_a_run_stopped_by_its_time_limit_says_so_and_is_judged_by_its_parameters
     assert near.summary == ("training stopped at its time limit (--train-timeout 30 s) after 77 epochs; "
                             f"max relative difference {near.max_rel_diff:.3g} <= {1e-6:.3g}: "
                             "SGD reached the exact fit")
+
+
+def _pickling_map(fn, parts):
+    """A mapper that ships the function and each part through pickle, as a Dask worker gets them."""
+    fn = pickle.loads(pickle.dumps(fn))
+    return [fn(pickle.loads(pickle.dumps(part))) for part in parts]
+
+
+@pytest.mark.parametrize("degree", [1, 3])
+def test_sgd_mse_is_the_exact_mean_of_squared_residuals_in_any_blocks_and_parts(degree):
+    """sgd_mse equals sum (y - X b)^2 / n computed in exact rationals, to float64 rounding, whether
+    the design is read in one block or in blocks of 3 rows over 3 pickled parts."""
+    x = TUTORIAL_X + 1000.0  # far from 0: powers and residuals cancel heavily in float64
+    design = make_design(x, TUTORIAL_Y, degree=degree)
+    exact = fit_exact(design)
+    params = exact.params * (1 + 1e-7)
+    rows = [[Fraction(1)] + [Fraction(float(v)) ** k for k in range(1, degree + 1)] for v in x]
+    truth = sum((Fraction(float(t)) - sum(a * Fraction(float(b)) for a, b in zip(row, params))) ** 2
+                for row, t in zip(rows, TUTORIAL_Y)) / len(x)
+    small = dataclasses.replace(design, table=dataclasses.replace(design.table, block_rows=3))
+    for d, mapper, parts in ((design, None, 1), (small, _pickling_map, 3)):
+        kwargs = {} if mapper is None else {"mapper": mapper, "parts": parts}
+        comparison = compare_fits(d, exact, _sgd(params), rtol=1e-6, **kwargs)
+        assert abs(comparison.sgd_mse - float(truth)) <= 2 * 2.0**-52 * float(truth)
+
+
+@pytest.mark.parametrize(("optimizer", "precondition", "fixes"), [
+    ("sgd", False, ("--precondition", "--optimizer lbfgs")),
+    ("momentum", False, ("--precondition", "--optimizer lbfgs")),
+    ("sgd", True, ("--optimizer lbfgs",)),
+    ("adam", False, ("--optimizer lbfgs",)),
+    ("lbfgs", False, ()),
+])
+def test_a_run_that_did_not_converge_names_the_options_that_would(optimizer, precondition, fixes):
+    """Neither converged nor diverged: --precondition for plain sgd and momentum on the original
+    basis, --optimizer lbfgs for any other optimizer; in comparison.remedies and in the summary."""
+    design = tutorial_design()
+    exact = fit_exact(design)
+    far = _sgd(exact.params * (1 + 1e-3), optimizer=optimizer, precondition=precondition)
+    comparison = compare_fits(design, exact, far, rtol=1e-6)
+    assert not comparison.converged
+    assert comparison.remedies == fixes
+    tail = f"; to reach the exact fit, run with {' or '.join(fixes)}"
+    assert comparison.summary.endswith(tail) if fixes else "to reach the exact fit" not in comparison.summary
+
+
+@pytest.mark.parametrize("stop_reason", ["diverged", "epochs"])
+def test_runs_that_converged_or_diverged_get_no_remedy(stop_reason):
+    """A converged run needs no option; a diverged one gets the step-size advice instead."""
+    design = tutorial_design()
+    exact = fit_exact(design)
+    params = exact.params * (1 + 1e-3) if stop_reason == "diverged" else exact.params
+    comparison = compare_fits(design, exact, _sgd(params, stop_reason=stop_reason), rtol=1e-6)
+    assert comparison.remedies == ()
+    assert "to reach the exact fit" not in comparison.summary
+
+
+@pytest.mark.parametrize("epochs", [100, 10**6])
+def test_the_epochs_needed_follow_the_measured_linear_rate(epochs):
+    """Excess loss e_k = c r^k: reaching rtol from rel_diff takes 2 log(rel_diff / rtol) / -log r
+    more epochs, from 1e2 or 1e6 recorded epochs alike (the rate is fitted to a bounded sample)."""
+    r = 0.5 ** (40 / epochs)  # the excess falls by 2^-40 over the run
+    losses = 2.0 + 1e3 * r ** np.arange(epochs)
+    needed = estimate_epochs_needed(losses, 2.0, rel_diff=1e-2, rtol=1e-8)
+    assert needed == pytest.approx(epochs + 2 * math.log(1e-2 / 1e-8) / -math.log(r), rel=1e-6)
+    assert estimate_epochs_needed(np.full(epochs, 3.0), 2.0, 1e-2, 1e-8) == math.inf  # not falling

@@ -11,7 +11,7 @@ import pytest
 from tasks.compare import compare_fits
 from tasks.config import TrainConfig
 from tasks.exact import fit_exact
-from tasks.report import coefficients_doc, jsonable
+from tasks.report import coefficients_doc, comparison_doc, jsonable
 from tasks.sgd import train_sgd
 from tests.helpers import tutorial_design
 
@@ -59,7 +59,7 @@ def test_coefficients_doc_has_every_contract_field(intercept):
     assert {"intercept", "coefficients", "epochs", "final_loss", "converged", "optimizer", "lr"} <= sgd.keys()
     assert len(exact["coefficients"]) == len(sgd["coefficients"]) == len(exact["std_errors"]["coefficients"]) == 1
     assert isinstance(sgd["epochs"], int) and isinstance(sgd["converged"], bool)
-    assert sgd["optimizer"] == "sgd"
+    assert sgd["optimizer"] == "sgd" and sgd["precondition"] is False
     assert sgd["converged"] is True
     if intercept:
         assert exact["intercept"] == pytest.approx(0.7824239351471718, rel=1e-12)
@@ -76,3 +76,16 @@ def test_coefficients_doc_round_trips_through_json_with_full_precision():
     back = json.loads(json.dumps(doc, allow_nan=False))
     assert back == doc
     assert back["exact"]["coefficients"][0] == doc["exact"]["coefficients"][0]
+
+
+def test_comparison_doc_holds_every_comparison_field_as_json():
+    """comparison.json: the contract's fields and the remedies, as plain JSON values."""
+    design = tutorial_design()
+    exact = fit_exact(design)
+    sgd = train_sgd(design, TrainConfig(device="cpu", epochs=3, lr=1e-6))  # far from done
+    comparison = compare_fits(design, exact, sgd, rtol=1e-6)
+    doc = jsonable(comparison_doc(comparison))
+    assert {"max_abs_diff", "max_rel_diff", "exact_mse", "sgd_mse", "excess_mse", "converged"} <= doc.keys()
+    assert doc["converged"] is False and doc["remedies"] == ["--precondition", "--optimizer lbfgs"]
+    assert doc["sgd_mse"] == comparison.sgd_mse and doc["excess_mse"] == comparison.sgd_mse - comparison.exact_mse
+    assert json.loads(json.dumps(doc, allow_nan=False)) == doc

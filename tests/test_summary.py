@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import html
 import re
 from urllib.parse import unquote
@@ -9,7 +10,8 @@ from urllib.parse import unquote
 import pytest
 from markdown_it import MarkdownIt
 
-from tasks.summary import drift, escape_markdown, file_link, parameters, same_model, summary_markdown, table_rows
+from tasks.summary import (data_uri, drift, escape_markdown, file_link, parameters, same_model, summary_markdown,
+                           table_rows)
 
 # Names a user may give columns, files and folders, each aimed at a piece of markdown or HTML.
 HOSTILE = [
@@ -63,13 +65,23 @@ def test_summary_shows_table_verdict_statistics_drift_images_and_files():
     """The markdown holds everything the UI must show."""
     doc = _doc(1.0, 2.0, sgd=(0.9, 2.1))
     moved = drift(_doc(1.0, 1.0), "v0", doc)
-    text = summary_markdown(doc, _Comparison(), "/tmp/v1", moved, {"fit": "data:image/png;base64,AAAA"},
+    text = summary_markdown(doc, _Comparison(), "/tmp/v1", moved, {"fit.png": b"\0\0\0"},
                             ["coefficients.json", "fit.png"])
     assert "| intercept | 1 | 0.9 |" in text and "| x | 2 | 2.1 |" in text
     assert "not converged" in text and "R² **0.9**" in text and "condition number 9.5" in text
     assert "drift since v0" in text and "![fit](data:image/png;base64,AAAA)" in text
     assert "**warning:** the design is ill-conditioned" in text
     assert "[fit.png](file:///tmp/v1/fit.png)" in text
+
+
+def test_the_summary_inlines_the_very_png_bytes_of_the_version_files():
+    """One render serves both: each image in the markdown decodes to the bytes given for its file."""
+    pngs = {"fit.png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "loss.png": b"\x89PNG\r\n\x1a\nloss"}
+    doc = _doc(1.0, 2.0)
+    text = summary_markdown(doc, _Comparison(), "/tmp/v1", drift(None, None, doc), pngs, sorted(pngs))
+    shown = dict(re.findall(r"!\[(\w+)\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", text))
+    assert {f"{k}.png": base64.b64decode(v, validate=True) for k, v in shown.items()} == pngs
+    assert data_uri(b"\0\0\0") == "data:image/png;base64,AAAA"
 
 
 def test_table_rows_carry_version_parameter_values_and_change():
@@ -120,7 +132,7 @@ def test_hostile_names_keep_the_summary_table_and_inject_nothing():
     folder = "/tmp/<b>v|1</b>/[x](javascript:alert(1))"
     files = ["fit.png", "a b(1)<i>.json"]
     text = summary_markdown(doc, _Comparison(), folder, drift(None, None, doc),
-                            {"fit": "data:image/png;base64,AAAA"}, files)
+                            {"fit.png": b"\0\0\0"}, files)
     assert "<" not in text
     assert len(re.findall(r"(?<!\\)\]\(", text)) == 1 + len(files), "one image and one link per file"
     html_out = MD.render(text)
