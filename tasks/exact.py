@@ -1,4 +1,5 @@
-"""Exact step: the least-squares fit in closed form, with its standard statistics."""
+"""Exact step: the least-squares solution of the float64 data (TSQR, then double-double refinement,
+both streamed), with its standard statistics."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from fractions import Fraction
 import numpy as np
 from prefect import get_run_logger, task
 
-from tasks.kernels import ddarith as dd
 from tasks.kernels import rational as rq
 from tasks.kernels.design import Design, ScaledBasis
+from tasks.kernels.passes import Mapper, local_map
 from tasks.kernels.tsqr import Geometry, design_geometry
 from tasks.kernels.refine import refine
 
@@ -53,17 +54,6 @@ class ExactFit:
         """(n_params,) intercept first (when there is one), then the coefficients."""
         head = () if self.intercept is None else (self.intercept,)
         return np.array(head + self.coefficients)
-
-
-def closed_form_line(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """The tutorial's centered formula for y = b0 + b1 x.
-
-    b1 = sum((x - mean x)(y - mean y)) / sum((x - mean x)^2),  b0 = mean y - b1 mean x
-    """
-    xm, ym = x.mean(), y.mean()
-    dx = x - xm
-    b1 = float(np.dot(dx, y - ym) / np.dot(dx, dx))
-    return float(ym - b1 * xm), b1
 
 
 def condition_numbers(design: Design, geometry: Geometry) -> tuple[float, float]:
@@ -109,28 +99,23 @@ def inverse_gram_diagonal(basis: ScaledBasis, R: np.ndarray) -> np.ndarray:
     return np.array(out)
 
 
-def fit_exact(design: Design, geometry: Geometry | None = None) -> ExactFit:
+def fit_exact(design: Design, geometry: Geometry | None = None, mapper: Mapper = local_map,
+              parts: int = 1) -> ExactFit:
     """Fit the design exactly and compute standard errors, R^2 and condition numbers.
 
-    geometry: the design's TSQR (design_geometry), when the validation pass already computed it.
+    geometry: the design's TSQR (design_geometry), when the validation pass already computed it;
+    the passes over the data run part by part through mapper.
     """
     start = time.perf_counter()
-    geometry = geometry or design_geometry(design)
-    basis, R = geometry.basis, geometry.R
-    refined = refine(design, geometry, geometry.initial_solution())
+    geometry = geometry or design_geometry(design, mapper=mapper, parts=parts)
+    refined = refine(design, geometry, mapper, parts)
     theta = refined.beta
     n, p = design.n, design.n_params
-    rss = dd.sum_squares(*refined.residual)
+    rss, tss = refined.rss, refined.tss
     dof = n - p
     sigma2 = rss / dof
-    se = np.sqrt(sigma2 * inverse_gram_diagonal(basis, R))
-    y = design.y
+    se = np.sqrt(sigma2 * inverse_gram_diagonal(geometry.basis, geometry.R))
     # NIST and statsmodels: without an intercept, R^2 is the uncentered 1 - RSS / sum(y^2).
-    if design.intercept:
-        mean = math.fsum(y) / n
-        tss = dd.sum_squares(*dd.two_sum(y, np.full_like(y, -mean)))
-    else:
-        tss = dd.sum_squares(y, np.zeros_like(y))
     r2 = 1.0 - rss / tss if tss > 0 else float("nan")
     adj = 1.0 - (1.0 - r2) * (n - int(design.intercept)) / dof
     cond_raw, cond_scaled = condition_numbers(design, geometry)
@@ -165,11 +150,12 @@ def fit_exact(design: Design, geometry: Geometry | None = None) -> ExactFit:
 
 
 @task(name="fit-exact")
-def fit_exact_task(design: Design, geometry: Geometry | None = None) -> ExactFit:
+def fit_exact_task(design: Design, geometry: Geometry | None = None, mapper: Mapper = local_map,
+                   parts: int = 1) -> ExactFit:
     """Solve the least-squares problem exactly."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IllConditionedWarning)  # logged below instead
-        fit = fit_exact(design, geometry)
+        fit = fit_exact(design, geometry, mapper, parts)
     logger = get_run_logger()
     for note in fit.notes:
         logger.warning(note)

@@ -10,13 +10,16 @@ from __future__ import annotations
 import math
 import warnings
 from fractions import Fraction
+from functools import cache
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tasks.exact import IllConditionedWarning, fit_exact
+from tasks.kernels.design import Design
 from tests.helpers import make_design
+from tests.test_exact_streaming import READERS, reread
 
 
 def exact_rows(design) -> list[list[Fraction]]:
@@ -97,15 +100,23 @@ CASES = ["polynomial on a shifted interval", "huge offset in x", "nearly colline
          "polynomial without intercept"]
 
 
+@cache
+def _certificate(name: str) -> tuple[list[Fraction], list[Fraction]]:
+    design = _case(name)
+    return exact_least_squares(exact_rows(design), design.y)
+
+
+@pytest.mark.parametrize("reader", READERS)
 @pytest.mark.parametrize("name", CASES)
-def test_hard_case_matches_exact_rational_solution(name):
-    """It returns the exact least-squares solution of the float64 data to ~15 digits, SEs to >= 10."""
+def test_hard_case_matches_exact_rational_solution(name, reader, tmp_path):
+    """It returns the exact least-squares solution of the float64 data to ~15 digits, SEs to >= 10,
+    whether the rows come in one block, in blocks of 3 or from 3-row Parquet row groups."""
     design = _case(name)
     X = exact_rows(design)
-    beta, inv_diag = exact_least_squares(X, design.y)
+    beta, inv_diag = _certificate(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IllConditionedWarning)
-        fit = fit_exact(design)
+        fit = fit_exact(reread(design, reader, tmp_path))
     got = fit.params
     assert len(got) == design.n_params  # no term the user asked for is ever dropped
     coef_lre = min(lre(float(q), c) for q, c in zip(got, beta))
@@ -124,9 +135,8 @@ NIST_NAMES = ["Norris", "Pontius", "NoInt1", "NoInt2", "Filip", "Longley",
               "Wampler1", "Wampler2", "Wampler3", "Wampler4", "Wampler5"]
 
 
-@pytest.mark.parametrize("name", NIST_NAMES)
-def test_nist_fit_is_the_exact_rational_solution_of_the_parsed_data(name):
-    """On every NIST set the coefficients are the float64 rounding of the exact rational solution."""
+@cache
+def _nist(name: str) -> tuple[Design, list[Fraction]]:
     import json
 
     import pandas as pd
@@ -138,8 +148,39 @@ def test_nist_fit_is_the_exact_rational_solution_of_the_parsed_data(name):
     design = make_design(frame[features].to_numpy(float), frame["y"].to_numpy(float), features,
                          degree=detail["degree"] if detail["type"] == "polynomial" else 1,
                          intercept=detail["intercept"])
-    beta, _ = exact_least_squares(exact_rows(design), design.y)
+    return design, exact_least_squares(exact_rows(design), design.y)[0]
+
+
+@pytest.mark.parametrize("reader", READERS)
+@pytest.mark.parametrize("name", NIST_NAMES)
+def test_nist_fit_is_the_exact_rational_solution_of_the_parsed_data(name, reader, tmp_path):
+    """On every NIST set the coefficients are the float64 rounding of the exact rational solution,
+    however the rows are read (passes in 3 parts)."""
+    design, beta = _nist(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IllConditionedWarning)
+        fit = fit_exact(reread(design, reader, tmp_path), parts=3)
+    assert min(lre(float(q), c) for q, c in zip(fit.params, beta)) >= 14.5
+
+
+def test_rss_is_the_exact_minimum_even_where_rounding_the_solution_moves_it():
+    """On a design with condition number ~1e13, rounding the exact solution to float64 raises the
+    RSS by ~1e-9 of itself; the reported RSS is the exact minimum's, to 1e-15 (the last step's
+    RSS comes from RSS(beta) - 2 delta^T g + |R u|^2, not from the rounded parameters)."""
+    rng = np.random.default_rng(0)
+    x1 = rng.uniform(0, 1, 50)
+    x2 = x1 + rng.uniform(-1, 1, 50) * 1e-13
+    design = make_design(np.column_stack([x1, x2]), x1 + 2 * x2 + rng.normal(0, 0.01, 50))
+    rows = exact_rows(design)
+    beta, _ = exact_least_squares(rows, design.y)
+
+    def rss(params) -> Fraction:
+        return sum(((Fraction(float(v)) - sum(a * b for a, b in zip(row, params))) ** 2
+                    for row, v in zip(rows, design.y)), Fraction(0))
+
+    exact = rss(beta)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IllConditionedWarning)
         fit = fit_exact(design)
-    assert min(lre(float(q), c) for q, c in zip(fit.params, beta)) >= 14.5
+    assert abs(Fraction(fit.rss) - exact) <= 1e-15 * exact
+    assert rss([Fraction(float(v)) for v in fit.params]) - exact > 1e-12 * exact

@@ -10,12 +10,18 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import warnings
 from decimal import Decimal
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
+from tasks.exact import IllConditionedWarning, fit_exact
+from tests.helpers import make_design
 from tests.prefect_server import BIN, cli_env, prefect_server
+from tests.test_exact_streaming import reread
 
 NIST = Path(__file__).parent / "data" / "nist"
 FLOORS = {
@@ -61,6 +67,17 @@ def nist_args(meta: dict) -> list[str]:
     return args
 
 
+def assert_certified(name: str, params: list[float], ses: list[float], residual_sd: float, r2: float) -> None:
+    """Every certified coefficient to the floor; SEs, residual SD and R^2 to STATS_FLOOR digits."""
+    cert = json.loads((NIST / f"{name}.json").read_text())["certified"]
+    assert len(params) == len(cert["parameters"])
+    coef_lre = min(lre(q, c) for q, c in zip(params, cert["parameters"]))
+    assert coef_lre >= FLOORS[name], f"{name}: coefficient LRE {coef_lre:.1f} < {FLOORS[name]}"
+    assert min(lre(q, c) for q, c in zip(ses, cert["std_devs"])) >= STATS_FLOOR
+    assert lre(residual_sd, cert["residual_sd"]) >= STATS_FLOOR
+    assert lre(r2, cert["r_squared"]) >= STATS_FLOOR
+
+
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_nist_certified_values_through_the_cli(name, api_url, tmp_path):
     """It reaches every NIST certified coefficient to the floor, and SEs, residual SD and R^2 to 10 digits."""
@@ -69,19 +86,31 @@ def test_nist_certified_values_through_the_cli(name, api_url, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     version = Path(done.stdout.strip().splitlines()[-1])
     coef = json.loads((version / "coefficients.json").read_text())
-    exact, cert = coef["exact"], meta["certified"]
+    exact = coef["exact"]
     head = [exact["intercept"]] if coef["intercept"] else []
-    params = head + exact["coefficients"]
     ses = ([exact["std_errors"]["intercept"]] if coef["intercept"] else []) + exact["std_errors"]["coefficients"]
-    assert len(params) == len(cert["parameters"])
-    coef_lre = min(lre(q, c) for q, c in zip(params, cert["parameters"]))
-    assert coef_lre >= FLOORS[name], f"{name}: coefficient LRE {coef_lre:.1f} < {FLOORS[name]}"
-    assert min(lre(q, c) for q, c in zip(ses, cert["std_devs"])) >= STATS_FLOOR
-    assert lre(exact["residual_std"], cert["residual_sd"]) >= STATS_FLOOR
-    assert lre(exact["r_squared"], cert["r_squared"]) >= STATS_FLOOR
+    assert_certified(name, head + exact["coefficients"], ses, exact["residual_std"], exact["r_squared"])
     # Training on these designs must not blow up: a verdict either way, never a divergence.
     comparison = json.loads((version / "comparison.json").read_text())
     assert comparison["stop_reason"] != "diverged", comparison["summary"]
     if not comparison["converged"]:
         assert "did not converge" in comparison["summary"]
         assert "condition number" in comparison["summary"]
+
+
+@pytest.mark.parametrize("reader", ["blocks of 3", "parquet row groups of 3"])
+@pytest.mark.parametrize("name", sorted(FLOORS))
+def test_nist_certified_values_when_streamed_in_3_row_blocks(name, reader, tmp_path):
+    """The same floors when the exact fit reads the data 3 rows at a time, in 3 parts."""
+    meta = json.loads((NIST / f"{name}.json").read_text())
+    detail = meta["model_detail"]
+    frame = pd.read_csv(NIST / f"{name}.csv")
+    features = [c for c in meta["columns"] if c != "y"]
+    design = make_design(frame[features].to_numpy(np.float64), frame["y"].to_numpy(np.float64), features,
+                         degree=detail["degree"] if detail["type"] == "polynomial" else 1,
+                         intercept=detail["intercept"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IllConditionedWarning)
+        fit = fit_exact(reread(design, reader, tmp_path), parts=3)
+    ses = ([fit.se_intercept] if design.intercept else []) + list(fit.se_coefficients)
+    assert_certified(name, fit.params.tolist(), ses, fit.residual_std, fit.r_squared)

@@ -7,7 +7,9 @@ double-double and the correction solved on the well-conditioned basis W = X T,
 
 the fixed point is X^T r = 0 to about 32 digits. T is applied in exact rational arithmetic, so its
 own conditioning (~1e15 for NIST's Filip) costs nothing; each step shrinks the error by about
-cond(W)^2 * 2^-53. The n-row work is two double-double passes over the design per step.
+cond(W)^2 * 2^-53. The n-row work of a step is one streamed pass: block by block, the residual
+r = y - X beta in double-double, then X^T r and sum r^2 from it, merged in double-double; no
+n-length array is ever held.
 """
 
 from __future__ import annotations
@@ -15,122 +17,209 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import partial
 
 import numpy as np
 
 from tasks.kernels import ddarith as dd
 from tasks.kernels import rational as rq
 from tasks.kernels.design import Design
+from tasks.kernels.passes import Mapper, local_map
 from tasks.kernels.tsqr import Geometry
 
 MAX_STEPS = 8
+# Values per (n_terms, rows) buffer of a chunk: the ~10 buffers of a kernel call (~2.5 MB) stay in
+# a core's L2 cache; larger chunks run 1.5x slower, smaller ones pay numpy's per-call overhead.
+CHUNK_VALUES = 32768
+# A pass's sums, in double-double: sum r^2, sum d, sum d^2 with d = y - center, then X^T r.
+RSS, S1, S2, GRADIENT = 0, 1, 2, 3
 
 
 @dataclass(frozen=True)
 class Refined:
-    """beta: (n_params,) float64, the rounded exact solution; residual (hi, lo): (n,) each, of the
-    unrounded solution; steps taken; converged: the last correction was below float64 resolution."""
+    """beta: (n_params,) float64, the rounded exact solution; rss: sum of squared residuals of the
+    unrounded solution; tss: sum (y - mean y)^2 with an intercept, sum y^2 without; steps taken;
+    converged: the last correction was below float64 resolution."""
 
     beta: np.ndarray
-    residual: tuple[np.ndarray, np.ndarray]
+    rss: float
+    tss: float
     steps: int
     converged: bool
 
 
-class ExactDesign:
-    """The design X = hi + lo in double-double, stored transposed: (n_params, n) rows are columns.
+class _Workspace:
+    """The buffers of one part's pass, reused chunk after chunk: on this scale fresh temporaries
+    (page faults, numpy's checks for them) cost more than the double-double arithmetic."""
 
-    Polynomial powers are exact to ~32 digits (x**k in float64 is not). Every pass works on blocks
-    of CHUNK observations, so its temporaries stay in cache instead of costing fresh memory.
-    """
+    def __init__(self, design: Design, beta: np.ndarray, rows: int):
+        q, k = len(design.term_names), int(design.intercept)
+        self.chunk = chunk = max(256, CHUNK_VALUES // q)  # rows per kernel call
+        self.X, self.X1, self.X2, self.E = (np.empty((q, chunk)) for _ in range(4))
+        self.H = np.empty((q + 1, chunk))
+        self.G = np.empty((rows, chunk))
+        self.T = np.empty((max(q + 1, rows), chunk))
+        # -beta's terms' hi part and its Dekker halves, one row each, repeated along the chunk:
+        # same-shape products run at twice the speed of broadcast ones.
+        b = -beta[0, k:, None]
+        self.B = np.repeat(np.stack([b, *dd.split(b)]), chunk, axis=2)
 
-    CHUNK = 16384
+    def terms(self, design: Design, features: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """The term columns of a chunk as rows (n_terms, m): hi, and lo for polynomial powers in
+        double-double (x**k in float64 is not exact); lo is None when the terms are the features."""
+        X = self.X[:, :len(features)]
+        if design.degree == 1:
+            np.copyto(X, features.T)
+            return X, None
+        pw = dd.powers(np.ascontiguousarray(features[:, 0]), design.degree)
+        for j, (h, _) in enumerate(pw):
+            X[j] = h
+        return X, np.array([lo for _, lo in pw])
 
-    def __init__(self, design: Design):
-        n, k = design.n, int(design.intercept)
-        p = design.n_params
-        self.hi = np.empty((p, n))
-        self.lo = np.zeros((p, n)) if design.degree > 1 else None
+
+def _residual(design: Design, ws: _Workspace, X: np.ndarray, Xl: np.ndarray | None, Xs: dd.DD,
+              y: np.ndarray, beta: np.ndarray) -> dd.DD:
+    """r = y - X beta of a chunk in double-double; X (n_terms, m) with Dekker halves Xs; beta
+    (2, n_params): hi and lo parts.
+
+    Each product x_j b_j is P + E exactly (Dekker); y - b0 - sum_j P_j is summed per row in twice
+    the precision (Sum2); E and the products of beta's lo part and of the terms' lo part are ~2^-53
+    smaller and summed in float64."""
+    k, m = int(design.intercept), len(y)
+    bh, b1, b2 = ws.B[:, :, :m]
+    H, T = ws.H[:, :m], ws.T[:len(bh) + 1, :m]
+    np.multiply(X, bh, out=H[1:])
+    low = dd.product_error(H[1:], Xs, (b1, b2), out=ws.E[:, :m], scratch=T[1:]).sum(axis=0)
+    low -= beta[1, k:] @ X
+    if Xl is not None:
+        low -= beta[0, k:] @ Xl
+    if k:
+        H[0], e = dd.two_sum(y, np.full_like(y, -beta[0, 0]))
+        low += e
+        low -= beta[1, 0]
+    else:
+        H[0] = y
+    return dd.sum_rows(H, low, scratch=T)
+
+
+def _chunk_sums(design: Design, ws: _Workspace, features: np.ndarray, y: np.ndarray, beta: np.ndarray,
+                center: float | None, gradient: bool) -> dd.DD:
+    """One chunk's sums (RSS, S1, S2, then X^T r when gradient), each in double-double."""
+    m = len(y)
+    X, Xl = ws.terms(design, features)
+    Xs = dd.split(X, out=(ws.X1[:, :m], ws.X2[:, :m]))
+    rh, rl = _residual(design, ws, X, Xl, Xs, y, beta)
+    rs = dd.split(rh)
+    k, p = int(design.intercept), design.n_params
+    rows = GRADIENT + (p if gradient else 0)
+    # Each row: exact products (summed by ExtractScalar) and their errors (summed in float64).
+    H, low = ws.G[:rows, :m], np.zeros(rows)
+    np.multiply(rh, rh, out=H[RSS])
+    low[RSS] = dd.product_error(H[RSS], rs, rs).sum() + 2 * float(rh @ rl)
+    if center is None:
+        H[S1:S2 + 1] = 0.0
+    else:
+        d, e = dd.two_sum(y, np.full_like(y, -center))
+        H[S1], low[S1] = d, e.sum()
+        np.multiply(d, d, out=H[S2])
+        ds = dd.split(d)
+        low[S2] = dd.product_error(H[S2], ds, ds).sum() + 2 * float(d @ e)
+    if gradient:
+        np.multiply(X, rh, out=H[GRADIENT + k:])
+        E = dd.product_error(H[GRADIENT + k:], Xs, rs, out=ws.E[:, :m], scratch=ws.T[:p - k, :m])
+        low[GRADIENT + k:] = E.sum(axis=1)
+        low[GRADIENT + k:] += X @ rl
+        if Xl is not None:
+            low[GRADIENT + k:] += Xl @ rh
         if k:
-            self.hi[0] = 1.0
-        if design.degree > 1:
-            for j, (h, l) in enumerate(dd.powers(design.features[:, 0], design.degree)):
-                self.hi[k + j], self.lo[k + j] = h, l
-        else:
-            self.hi[k:] = design.features.T
-        self.col_max = np.abs(self.hi).max(axis=1)
-        self.y = design.y
+            H[GRADIENT], low[GRADIENT] = rh, rl.sum()
+    return dd.exact_sums(H, 1, low, scratch=ws.T[:rows, :m])
 
-    def _blocks(self):
-        n = self.y.shape[0]
-        for a in range(0, n, self.CHUNK):
-            b = min(a + self.CHUNK, n)
-            yield a, b, self.hi[:, a:b], (None if self.lo is None else self.lo[:, a:b])
 
-    def residual(self, beta: list[Fraction]) -> tuple[np.ndarray, np.ndarray]:
-        """r = y - X beta in double-double, beta exact (two floats per entry)."""
-        bh = np.array([float(b) for b in beta])[:, None]
-        bl = np.array([float(b - Fraction(float(h))) for b, h in zip(beta, bh[:, 0])])[:, None]
-        rh, rl = np.empty_like(self.y), np.empty_like(self.y)
-        for a, b, hi, lo in self._blocks():
-            P, E = dd.two_prod(hi, bh)
-            E += hi * bl
-            if lo is not None:
-                E += lo * bh
-            sh, sl = self.y[a:b].copy(), np.zeros(b - a)
-            for j in range(P.shape[0]):
-                sh, t = dd.two_sum(sh, -P[j])
-                sl += t - E[j]
-            rh[a:b], rl[a:b] = dd.renormalize(sh, sl)
-        return rh, rl
+def part_sums(beta: np.ndarray, center: float | None, gradient: bool, design: Design) -> dd.DD:
+    """The sums of one part of the design (see _chunk_sums), merged chunk by chunk."""
+    rows = GRADIENT + (design.n_params if gradient else 0)
+    ws = _Workspace(design, beta, rows)
+    total = (np.zeros(rows), np.zeros(rows))
+    for features, y in design.blocks():
+        for a in range(0, len(y), ws.chunk):
+            b = a + ws.chunk
+            total = dd.add(total, _chunk_sums(design, ws, features[a:b], y[a:b], beta, center, gradient))
+    return total
 
-    def update_residual(self, r: tuple[np.ndarray, np.ndarray], beta: list[Fraction],
-                        delta: list[Fraction]) -> tuple[np.ndarray, np.ndarray]:
-        """The residual after beta += delta: r - X delta with X delta in float64 when its rounding
-        (at most 2^-52 sum_j |delta_j| max|X_j|) is below 2^-60 of r's size; else recomputed."""
-        d = np.array([float(v) for v in delta])
-        bound = 2.0**-52 * float(np.dot(np.abs(d), self.col_max))
-        if self.lo is not None or bound > 2.0**-60 * float(np.sqrt(np.mean(r[0] ** 2))):
-            return self.residual(beta)
-        return dd.renormalize(r[0], r[1] - d @ self.hi)
 
-    def gradient(self, r: tuple[np.ndarray, np.ndarray]) -> list[Fraction]:
-        """g = X^T r, (n_params,), in double-double, as exact rationals."""
-        rh, rl = r
-        parts_h, parts_l = [], []
-        for a, b, hi, lo in self._blocks():
-            P, E = dd.two_prod(hi, rh[a:b])
-            E += hi * rl[a:b]
-            if lo is not None:
-                E += lo * rh[a:b]
-            gh, gl = dd.sum_rows(P, E)
-            parts_h.append(gh)
-            parts_l.append(gl)
-        gh, gl = dd.sum_rows(np.column_stack(parts_h), np.column_stack(parts_l))
-        return [Fraction(h) + Fraction(l) for h, l in zip(gh, gl)]
+def _split_params(beta: list[Fraction]) -> np.ndarray:
+    """(2, p): the float64 rounding of each rational and the rounding of what is left."""
+    hi = [float(b) for b in beta]
+    return np.array([hi, [float(b - Fraction(h)) for b, h in zip(beta, hi)]])
+
+
+def _sums(parts: list[Design], beta: list[Fraction], center: float | None, gradient: bool,
+          mapper: Mapper) -> list[Fraction]:
+    """One pass, part by part through mapper: the sums as exact rationals of their double-doubles."""
+    total = None
+    for part in mapper(partial(part_sums, _split_params(beta), center, gradient), parts):
+        total = part if total is None else dd.add(total, part)
+    return [Fraction(float(h)) + Fraction(float(lo)) for h, lo in zip(*total)]
+
+
+def residual_sum_squares(design: Design, params: np.ndarray, mapper: Mapper = local_map,
+                         parts: int = 1) -> float:
+    """sum (y - X params)^2 of float64 params, residuals and sum in double-double, streamed."""
+    beta = [Fraction(float(v)) for v in params]
+    return float(_sums(design.split(parts), beta, None, False, mapper)[RSS])
 
 
 def residual_of(design: Design, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """y - X params in double-double, for any float64 parameters (the SGD model's, say)."""
-    return ExactDesign(design).residual([Fraction(float(v)) for v in params])
+    """y - X params in double-double, (n,) each. Reads the whole design: tests and tiny data only."""
+    beta = _split_params([Fraction(float(v)) for v in params])
+    ws, chunks = _Workspace(design, beta, 0), []
+    for features, y in design.blocks():
+        for a in range(0, len(y), ws.chunk):
+            X, Xl = ws.terms(design, features[a:a + ws.chunk])
+            chunks.append(_residual(design, ws, X, Xl, dd.split(X), y[a:a + ws.chunk], beta))
+    return np.concatenate([h for h, _ in chunks]), np.concatenate([lo for _, lo in chunks])
 
 
-def refine(design: Design, geometry: Geometry, beta0: np.ndarray) -> Refined:
-    """Refine beta0 until the correction is below float64 resolution (or MAX_STEPS)."""
-    X = ExactDesign(design)
+def _rss_after_step(rss: Fraction, g: list[Fraction], delta: list[Fraction], Ru: np.ndarray,
+                    cond: float) -> Fraction | None:
+    """RSS(beta + delta) without a pass over the data, or None when it cannot be trusted.
+
+    delta = T u exactly, so X delta = X T u = W u and, with r = y - X beta and g = X^T r,
+        RSS(beta + delta) = |r - X delta|^2 = RSS(beta) - 2 delta^T g + |W u|^2,  |W u| = |R u|.
+    RSS(beta) and g are double-double, delta^T g is exact; |R u|^2 carries R's and W's rounding,
+    a relative error of at most ~(p + degree^2) cond(R) 2^-53 (here 2^-40 cond(R)). That must not
+    show in the result: near the fixed point |R u|^2 is tiny against the RSS, so the last step
+    costs no extra pass; otherwise (a perfect fit, a large last step) the caller recomputes it.
+    """
+    quad = float(Ru @ Ru)
+    new = rss - 2 * sum(d * gi for d, gi in zip(delta, g)) + Fraction(quad)
+    return new if new >= 0 and 2.0**-40 * cond * quad <= 2.0**-60 * new else None
+
+
+def refine(design: Design, geometry: Geometry, mapper: Mapper = local_map, parts: int = 1) -> Refined:
+    """Refine the TSQR solution until the correction is below float64 resolution (or MAX_STEPS)."""
+    split = design.split(parts)
     basis, R = geometry.basis, geometry.R
-    beta = [Fraction(float(b)) for b in beta0]
+    beta = [Fraction(float(b)) for b in geometry.initial_solution()]
+    # The first pass also sums d = y - center and d^2 for the total sum of squares:
+    # sum (y - mean)^2 = sum d^2 - (sum d)^2 / n for any float center (0 without an intercept).
+    center = float(geometry.y.mean[0]) if design.intercept else 0.0
+    sums = _sums(split, beta, center, True, mapper)
+    tss = sums[S2] - (sums[S1] ** 2 / design.n if design.intercept else 0)
     # Size of the solution in W coordinates, for a scale-free stopping rule.
     scale = float(np.linalg.norm(np.linalg.solve(R, geometry.qty)))
     threshold = 2.0**-60 * max(scale, 1e-300)
     # One step shrinks the error in W coordinates by about rho = cond(W)^2 * 2^-53 (with a safety
     # factor); T maps what is left to the parameters, amplified by at most |T| 1.
-    rho = 10 * len(beta) * np.linalg.cond(R) ** 2 * 2.0**-53
+    cond = float(np.linalg.cond(R))
+    rho = 10 * len(beta) * cond**2 * 2.0**-53
     amplification = np.array([float(sum(abs(v) for v in row)) for row in basis.exact])
     last, converged, steps = math.inf, False, 0
-    r = X.residual(beta)
+    rss = sums[RSS]
     for steps in range(1, MAX_STEPS + 1):
-        h = np.array([float(v) for v in rq.matvec(basis.exact, X.gradient(r), transpose=True)])
+        g = sums[GRADIENT:]
+        h = np.array([float(v) for v in rq.matvec(basis.exact, g, transpose=True)])
         u = np.linalg.solve(R, np.linalg.solve(R.T, h))  # (W^T W)^-1 h, W = QR
         size = float(np.linalg.norm(u))
         if not math.isfinite(size) or size >= last:
@@ -145,11 +234,13 @@ def refine(design: Design, geometry: Geometry, beta0: np.ndarray) -> Refined:
         # take the confirming step.
         left = rho * amplification * float(np.max(np.abs(u)))
         predicted = design.degree == 1 and all(e <= 2.0**-56 * abs(float(b)) for e, b in zip(left, beta))
-        if size <= threshold or predicted:
-            converged = True
-            r = X.update_residual(r, beta, delta)
+        converged = size <= threshold or predicted
+        if converged or steps == MAX_STEPS:
+            # The statistics belong to the unrounded solution: rounding beta to float64 can move
+            # X beta a lot on ill-conditioned designs.
+            after = _rss_after_step(rss, g, delta, R @ u, cond)
+            rss = after if after is not None else _sums(split, beta, None, False, mapper)[RSS]
             break
-        r = X.residual(beta)
-    # The residual of the unrounded solution: rounding beta to float64 can move X beta a lot on
-    # ill-conditioned designs, and the statistics (RSS, SEs, R^2) belong to the exact fit.
-    return Refined(np.array([float(b) for b in beta]), r, steps, converged)
+        sums = _sums(split, beta, None, True, mapper)
+        rss = sums[RSS]
+    return Refined(np.array([float(b) for b in beta]), float(rss), float(tss), steps, converged)
