@@ -99,16 +99,16 @@ def _config(data: Path, target: str, features: str | None, degree: int, no_inter
     )
 
 
-def _preflight(config) -> None:
-    """Load and validate outside Prefect, so bad input fails fast, in one line, before any write."""
-    from tasks.load import load_table
+def _preflight(config):
+    """The one pass over the data (load, validate, store), outside Prefect, so that bad input fails
+    fast, in one line, before any write; the flow takes its result instead of reading again."""
+    from tasks.ingest import prepare_data
     from tasks.sgd import resolve_device
-    from tasks.validate import validate_table
 
     resolve_device(config.train.device)
-    validate_table(load_table(config.data), config.model)
+    prepared = prepare_data(config.model, config.data, config.data_dir)
     _prepare_output_folder("--artifacts-dir", config.artifacts_dir)
-    _prepare_output_folder("--data-dir", config.data_dir)
+    return prepared
 
 
 @app.command()
@@ -125,12 +125,25 @@ def run(
     config = _config(data, target, features, degree, no_intercept, optimizer, lr, epochs, batch_size,
                      tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir, train_timeout,
                      precondition)
-    _preflight(config)
+    runner = None
+    if dask is not None:
+        from flows.dask import task_runner
+
+        runner = task_runner(None if dask == LOCAL_CLUSTER else dask)
+    prepared = _preflight(config)
     from flows.backend import ensure_api
     from flows.regression import regression_flow
 
-    ensure_api()
-    path = regression_flow(config=config)
+    url = ensure_api()
+    if runner is None:
+        path = regression_flow(config=config, prepared=prepared.to_json())
+    else:
+        from prefect.settings import PREFECT_API_URL, temporary_settings
+
+        # Dask workers are other processes: they find this run's temporary server only through the
+        # settings Prefect sends with each task (else each would start a server of its own).
+        with temporary_settings(updates={PREFECT_API_URL: url} if url else {}):
+            path = regression_flow.with_options(task_runner=runner)(config=config, prepared=prepared.to_json())
     sys.stderr.flush()
     print(path, flush=True)
 

@@ -1,23 +1,25 @@
-"""The regression flow: load -> validate -> store -> (exact fit | SGD training) -> compare -> artifacts."""
+"""The regression flow: prepare (load -> validate -> store, one pass) -> (exact fit | SGD training)
+-> compare -> plots -> artifacts."""
 
 # No `from __future__ import annotations` here: Prefect validates flow parameters against the real
 # RunConfig class, also when a deployment loads this file by path.
 import time
 from contextlib import contextmanager
+from typing import Optional
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
+from prefect.context import FlowRunContext
 
 from tasks.artifacts import publish_summary, write_artifacts
 from tasks.compare import compare_fits_task
 from tasks.config import RunConfig
 from tasks.exact import fit_exact_task
 from tasks.faults import crash_point
-from tasks.load import load_data
+from tasks.ingest import Prepared, prepare_data_task
+from tasks.kernels.passes import local_map
 from tasks.plots import make_plots
 from tasks.report import coefficients_doc, comparison_doc, jsonable, loss_history_parquet, manifest_doc
 from tasks.sgd import train_sgd_task
-from tasks.store import store_data
-from tasks.validate import validate_data
 
 
 @contextmanager
@@ -25,6 +27,17 @@ def _timed(timings: dict[str, float], stage: str):
     start = time.perf_counter()
     yield
     timings[stage] = time.perf_counter() - start
+
+
+def _pass_mapper():
+    """(mapper, parts): passes run part by part on a Dask task runner (--dask), in one piece on any
+    other (distributed is imported only then: it costs a second and more)."""
+    runner = FlowRunContext.get().task_runner
+    if type(runner).__name__ != "DaskTaskRunner":
+        return local_map, 1
+    from flows.dask import parts_for, task_map
+
+    return task_map, parts_for(runner)
 
 
 @task(name="build-documents")
@@ -38,34 +51,42 @@ def build_documents(design, exact, sgd, comparison) -> dict:
 
 
 @flow(name="linreg-regression", description="Exact least squares against torch gradient descent.")
-def regression_flow(config: RunConfig = RunConfig()) -> str:
-    """Run the whole pipeline once and return the absolute path of the new version directory."""
+def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = None) -> str:
+    """Run the whole pipeline once and return the absolute path of the new version directory.
+
+    prepared: Prepared.to_json() of the pass the caller already made over config.data (the CLI
+    validates before Prefect starts, so bad input fails fast); None: this run makes it.
+    """
     timings: dict[str, float] = {}
-    with _timed(timings, "load"):
-        table = load_data(str(config.data))
+    if prepared is None:
+        data = prepare_data_task(config.model, str(config.data), str(config.data_dir))
+    else:
+        data = Prepared.from_json(prepared)
+        get_run_logger().info("%s: validated and stored before the flow run (%d rows, %s)",
+                              data.source, data.rows, data.path)
+    timings.update(data.timings)
     crash_point("loaded")
-    with _timed(timings, "validate"):
-        data = validate_data(table, config.model)
-    with _timed(timings, "store"):
-        stored = store_data(data.frame, str(config.data_dir), data.source)
+    design = data.design(config.model)
+    # On a Dask task runner every pass runs part by part on the cluster; elsewhere in one piece.
+    mapper, parts = _pass_mapper()
     # The exact fit and the training are independent: run them side by side.
-    exact_future = fit_exact_task.submit(data.design)
-    sgd_future = train_sgd_task.submit(data.design, config.train)  # the time limit: in train_sgd
+    exact_future = fit_exact_task.submit(design, data.geometry, mapper, parts)
+    sgd_future = train_sgd_task.submit(design, config.train, data.geometry, config.converged_rtol)
     exact, sgd = exact_future.result(), sgd_future.result()
     timings["exact"], timings["sgd"] = exact.seconds, sgd.seconds
     with _timed(timings, "compare"):
-        comparison = compare_fits_task(data.design, exact, sgd, config.converged_rtol)
+        comparison = compare_fits_task(design, exact, sgd, config.converged_rtol, mapper, parts)
     with _timed(timings, "plots"):
-        figures = make_plots(data.design, exact, sgd)
-    documents = build_documents(data.design, exact, sgd, comparison)
+        images = make_plots(design, exact, sgd, mapper, parts)
+    documents = build_documents(design, exact, sgd, comparison)
     manifest = manifest_doc(
         parameters=jsonable(config.model_dump(mode="json")),
-        data={"source": data.source, "sha256": stored.sha256, "rows": stored.rows, "parquet": stored.path},
+        data={"source": data.source, "sha256": data.sha256, "rows": data.rows, "parquet": data.path},
         timings=timings,
         device=sgd.device,
     )
     # Drift is measured while the version is named, against the newest version at that moment.
-    version = write_artifacts(str(config.artifacts_dir), stored.sha256, documents | figures, manifest)
+    version = write_artifacts(str(config.artifacts_dir), data.sha256, documents | images, manifest)
     crash_point("published")
-    publish_summary(version.coefficients, comparison, version.path, figures)
+    publish_summary(version.coefficients, comparison, version.path, images)
     return version.path

@@ -37,11 +37,22 @@ class TrainConfig(BaseModel):
     epochs: int = Field(10_000, ge=1, le=100_000_000)
     # None: full batch, as in the tutorial; deterministic gradient descent.
     batch_size: int | None = Field(None, ge=1)
-    # Stop when the best loss so far improved by <= tol (relative) over the last 100 epochs; 0
-    # disables it. 1e-15 is about float64's resolution: training runs until the loss stops improving.
+    # Early stop ("tol"); 0 disables it. A flat loss alone cannot tell a stop from convergence (near
+    # the optimum of an ill-conditioned design the loss barely moves), so the rule looks at the
+    # gradient: at each check the Newton step H^-1 g (H from the geometry's R, exact and p x p),
+    # mapped to the original parameters, estimates their distance to the optimum. Training stops once
+    # it puts every parameter within 1e-4 x the verdict's relative tolerance (RunConfig.rtol), or
+    # when the estimate has set no new best in the second half of the run while within a tenth of
+    # that tolerance, or while the best loss improved by <= tol (relative) over the last 100 epochs
+    # and the estimate is one the gradient's own rounding accounts for (the float noise floor).
+    # An optimizer stalled farther out runs on. 1e-15 is about float64's resolution.
     tol: float = Field(1e-15, ge=0)
     # Standardize the design and target inside training; coefficients are mapped back.
     standardize: bool = True
+    # Train on the orthonormal twin of the design (Z = sqrt(n) W R^-1, MSE Hessian 2 I) and map the
+    # weights back exactly: plain sgd with lr auto then converges in a few epochs on any full-rank
+    # design. Off by default: plain standardized training is what practitioners run.
+    precondition: bool = False
     seed: int = Field(0, ge=0)
     device: Literal["cpu", "cuda", "auto"] = "auto"
     # float64 by default: the cross-check is against an exact answer, so precision matters.

@@ -13,7 +13,7 @@ UPDATE_EVERY_S = 0.5
 
 
 class TrainingProgress:
-    """A `progress(epoch, total, loss)` callback for train_sgd."""
+    """A `progress(epoch, total, loss, distance)` callback for train_sgd."""
 
     def __init__(self, logger: logging.Logger | logging.LoggerAdapter, total: int, label: str):
         self.logger = logger
@@ -22,7 +22,8 @@ class TrainingProgress:
         self.last_update = 0.0
         self.artifact_id = create_progress_artifact(progress=0.0, description=f"Training: {label}")
 
-    def __call__(self, epoch: int, total: int, loss: float) -> None:
+    def __call__(self, epoch: int, total: int, loss: float, distance: float | None = None) -> None:
+        """distance: the estimated max relative distance of the parameters to the optimum, if measured."""
         percent = 100.0 * epoch / total
         now = time.monotonic()
         if now - self.last_update >= UPDATE_EVERY_S:
@@ -31,7 +32,8 @@ class TrainingProgress:
         # With fewer than ten epochs one call can cross several tenths: one line still.
         tenths = min(10, epoch * 10 // total)
         if tenths > self.tenths_logged:
-            self.logger.info(f"training: epoch {epoch}/{total} ({percent:.0f}%), loss {loss:.10g}")
+            estimate = "" if distance is None else f", estimated distance to the optimum {distance:.3g}"
+            self.logger.info(f"training: epoch {epoch}/{total} ({percent:.0f}%), loss {loss:.10g}{estimate}")
             self.tenths_logged = tenths
 
     def finish(self, epochs: int, stop_reason: str, loss: float) -> None:

@@ -1,14 +1,27 @@
-"""How training is set up: device, scaling, step size, optimizer and initial weights."""
+"""How training is set up: device, training coordinates, step size, optimizer and initial weights.
+
+The model trains on rows a = x N of the design X = [1, terms] (N: exact rationals, upper
+triangular) against the target (y - y_shift) / y_scale, so its parameters theta map back exactly:
+beta = y_scale N theta + y_shift e_0. Set-up reads no rows: the scalings come from the column
+statistics and the curvature from the geometry (W = X T = Q R, computed once by validation). With
+A = X N = W G, G = T^-1 N, the MSE Hessian is H = 2/n B^T B with B = R G, a p x p matrix.
+"""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from fractions import Fraction
+from functools import cached_property
 
 import numpy as np
 import torch
 
 from tasks.errors import UserInputError
+from tasks.kernels import rational as rq
+from tasks.kernels.design import Design
+from tasks.kernels.table import ColumnStats
+from tasks.kernels.tsqr import Geometry
 
 
 def resolve_device(device: str) -> torch.device:
@@ -30,41 +43,156 @@ class Scaling:
     y_scale: float
 
     @classmethod
-    def fit(cls, X: np.ndarray, y: np.ndarray, intercept: bool, standardize: bool) -> "Scaling":
-        p = X.shape[1]
+    def from_stats(cls, terms: ColumnStats, y: ColumnStats, intercept: bool, standardize: bool) -> Scaling:
+        """Population standard deviations; without an intercept, nothing absorbs a shift: the root
+        mean square, sqrt((m2 + n mean^2) / n)."""
+        p = len(terms.mean)
         if not standardize:
             return cls(np.zeros(p), np.ones(p), 0.0, 1.0)
-        # Without an intercept there is nothing to absorb a shift: scale by the root mean square.
-        x_shift = X.mean(axis=0) if intercept else np.zeros(p)
-        y_shift = float(y.mean()) if intercept else 0.0
-        x_scale = np.sqrt(np.mean((X - x_shift) ** 2, axis=0))
-        y_scale = float(np.sqrt(np.mean((y - y_shift) ** 2)))
+
+        def spread(s: ColumnStats) -> np.ndarray:
+            ss = s.m2 if intercept else s.m2 + s.count * s.mean**2
+            return np.sqrt(ss / s.count)
+
+        x_scale, y_scale = spread(terms), float(spread(y)[0])
         x_scale[x_scale == 0] = 1.0
-        return cls(x_shift, x_scale, y_shift, y_scale or 1.0)
+        x_shift = terms.mean.copy() if intercept else np.zeros(p)
+        return cls(x_shift, x_scale, float(y.mean[0]) if intercept else 0.0, y_scale or 1.0)
 
-    def to_original(self, weight: np.ndarray, bias: float | None) -> tuple[float | None, np.ndarray]:
-        """y = y_shift + y_scale (b' + sum w'_j (x_j - shift_j) / scale_j) -> (b0, b)."""
-        coef = self.y_scale * weight / self.x_scale
-        if bias is None:
-            return None, coef
-        return float(self.y_shift + self.y_scale * bias - np.dot(coef, self.x_shift)), coef
+    def exact(self, intercept: bool) -> list[list[Fraction]]:
+        """N with [1, terms] N = [1, x_std]: N_jj = 1 / scale_j, N_0j = -shift_j / scale_j."""
+        k, q = int(intercept), len(self.x_scale)
+        N = [[Fraction(int(i == j)) for j in range(q + k)] for i in range(q + k)]
+        for j in range(q):
+            N[k + j][k + j] = 1 / Fraction(self.x_scale[j])
+            if k:
+                N[0][k + j] = -Fraction(self.x_shift[j]) / Fraction(self.x_scale[j])
+        return N
 
 
-def auto_lr(A: np.ndarray, optimizer: str, batch_size: int | None) -> tuple[float, float | None]:
-    """Step size (and momentum) from the spectrum of the MSE Hessian H = 2/n A^T A.
+@dataclass(frozen=True)
+class Coordinates:
+    """What the model trains on. precondition: the orthonormal twin Z = sqrt(n) W R^-1 (its MSE
+    Hessian is 2 I), whose constant column is the bias; else [1, x_std]. P (p, p): the float
+    sqrt(n) R^-1 as used, None without precondition."""
+
+    design: Design
+    geometry: Geometry
+    scaling: Scaling
+    P: np.ndarray | None
+
+    @property
+    def k(self) -> int:
+        return int(self.design.intercept)
+
+    def rows(self, features: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """(m, p + 1) float64 [A y_std] of a block: training rows of its raw predictor values
+        (m, n_features), then its target."""
+        k, s, p = self.k, self.scaling, self.design.n_params
+        A = np.empty((features.shape[0], p + 1))
+        if k:
+            A[:, 0] = 1.0
+        if self.P is None:
+            np.subtract(self.design.terms_of(features), s.x_shift, out=A[:, k:p])
+            A[:, k:p] /= s.x_scale
+        else:
+            np.matmul(self.geometry.basis.apply(features), self.P[:, k:], out=A[:, k:p])
+        np.subtract(y, s.y_shift, out=A[:, p])
+        A[:, p] /= s.y_scale
+        return A
+
+    @cached_property
+    def N(self) -> list[list[Fraction]]:
+        """Exact N with A = X N. Precondition: the columns of T P as used; the bias column is X's."""
+        if self.P is None:
+            return self.scaling.exact(self.design.intercept)
+        N = rq.matmul(self.geometry.basis.exact, rq.fractions(self.P))
+        if self.k:
+            for i, row in enumerate(N):
+                row[0] = Fraction(int(i == 0))
+        return N
+
+    @cached_property
+    def _B(self) -> list[list[Fraction]]:
+        """B = R T^-1 N, exactly (for the float R)."""
+        G = rq.matmul(rq.upper_inverse(self.geometry.basis.exact), self.N)
+        return rq.matmul(rq.fractions(self.geometry.R), G)
+
+    @cached_property
+    def B(self) -> np.ndarray:
+        return np.array(rq.to_float(self._B))
+
+    @cached_property
+    def curvature(self) -> tuple[float, float]:
+        """The largest and smallest eigenvalues of H = 2/n B^T B (the smallest at least 1e-16 L)."""
+        s = np.linalg.svd(self.B, compute_uv=False)
+        L = 2.0 * s[0] ** 2 / self.design.n
+        return L, max(2.0 * s[-1] ** 2 / self.design.n, L * 1e-16)
+
+    @cached_property
+    def newton(self) -> np.ndarray:
+        """K (p, p): the Newton step H^-1 g of a training gradient g, in the original parameters,
+        is K g. With N B^-1 = T R^-1: K = y_scale n/2 T R^-1 B^-T, in exact rationals, rounded."""
+        C = rq.matmul(self.geometry.basis.exact, rq.upper_inverse(rq.fractions(self.geometry.R)))
+        Binv = rq.upper_inverse(self._B)
+        factor = Fraction(self.scaling.y_scale) * Fraction(self.design.n, 2)
+        return np.array(rq.to_float(rq.matmul(C, [[factor * v for v in row] for row in zip(*Binv)])))
+
+    @cached_property
+    def optimum_scale(self) -> np.ndarray:
+        """|beta*| from the geometry's float64 least-squares solution: the scale a relative
+        distance to the optimum is measured against."""
+        return np.abs(self.geometry.initial_solution())
+
+    def to_original(self, theta: np.ndarray) -> np.ndarray:
+        """beta = y_scale N theta + y_shift e_0 in exact rational arithmetic, rounded once."""
+        beta = rq.matvec(self.N, [Fraction(float(v)) for v in theta])
+        ys, shift = Fraction(self.scaling.y_scale), Fraction(self.scaling.y_shift)
+        return np.array([float(ys * b + (shift if i == 0 and self.k else 0)) for i, b in enumerate(beta)])
+
+    def row_bound(self) -> float:
+        """A bound on max_i ||a_i||^2 from the column statistics (no pass): |a_ij| <= the largest
+        |x - shift| / scale of column j; with precondition, a_ij = sum_l w_il P_lj with |w_il|
+        bounded by the basis, and ||a_i||^2 = n h_i <= n (h_i the leverage) as well."""
+        k = self.k
+        if self.P is None:
+            t, s = self.geometry.terms, self.scaling
+            top = np.maximum(np.abs(t.min - s.x_shift), np.abs(t.max - s.x_shift)) / s.x_scale
+            return float(k + np.sum(top**2))
+        basis = self.geometry.basis
+        if basis.kind == "columns":
+            x = self.design.stats.column(slice(1, None))
+            w = np.maximum(np.abs(x.min - basis.shift), np.abs(x.max - basis.shift)) / basis.scale
+            w = np.concatenate([[basis.ones] if k else [], w])
+        else:  # |T_k(z)| <= 1 and |z^k| <= 1 for z in [-1, 1]
+            w = np.ones(self.design.n_params)
+        return float(min(self.design.n, k + np.sum((w @ np.abs(self.P[:, k:])) ** 2)))
+
+
+def training_coordinates(design: Design, geometry: Geometry, standardize: bool, precondition: bool) -> Coordinates:
+    """The training coordinates; with precondition, the target's standardization still applies (the
+    orthonormal twin replaces the design's)."""
+    scaling = Scaling.from_stats(geometry.terms, geometry.y, design.intercept, standardize)
+    if not precondition:
+        return Coordinates(design, geometry, scaling, None)
+    root_n = Fraction(math.sqrt(design.n))
+    P = [[root_n * v for v in row] for row in rq.upper_inverse(rq.fractions(geometry.R))]
+    return Coordinates(design, geometry, scaling, np.array(rq.to_float(P)))
+
+
+def auto_lr(coords: Coordinates, optimizer: str, batch_size: int | None) -> tuple[float, float | None]:
+    """Step size (and momentum) from the spectrum of the MSE Hessian H = 2/n B^T B.
 
     sgd: 1/L, the largest step with monotone descent. momentum: the same step with Polyak's
     heavy-ball momentum ((sqrt k - 1) / (sqrt k + 1))^2, k = L / mu, capped at 0.9: Polyak's full
     optimum (lr 4 / (sqrt L + sqrt mu)^2, momentum near 1) sits on the stability boundary and
     amplifies rounding on ill-conditioned designs. Mini-batches add the largest one-row
-    curvature 2 max ||a_i||^2 / b to L.
+    curvature 2 max ||a_i||^2 / b to L, with the row norms bounded from the statistics.
     """
-    n = A.shape[0]
-    s = np.linalg.svd(A, compute_uv=False)
-    L = 2.0 * s[0] ** 2 / n
-    mu = max(2.0 * s[-1] ** 2 / n, L * 1e-16)
+    n = coords.design.n
+    L, mu = coords.curvature
     if batch_size is not None and batch_size < n:
-        L += 2.0 * float(np.max(np.einsum("ij,ij->i", A, A))) / batch_size
+        L += 2.0 * coords.row_bound() / batch_size
     if optimizer == "momentum":
         root = math.sqrt(L / mu)
         return 1.0 / L, min(0.9, ((root - 1) / (root + 1)) ** 2)
@@ -76,16 +204,33 @@ def auto_lr(A: np.ndarray, optimizer: str, batch_size: int | None) -> tuple[floa
 
 
 def make_optimizer(name: str, params, lr: float, momentum: float | None) -> torch.optim.Optimizer:
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=lr)
+    """momentum, adam or lbfgs (plain sgd steps in place, as torch.optim.SGD would: train_sgd)."""
     if name == "momentum":
         return torch.optim.SGD(params, lr=lr, momentum=0.9 if momentum is None else momentum)
     if name == "adam":
         return torch.optim.Adam(params, lr=lr)
-    # One L-BFGS iteration per epoch; our own tol decides when to stop.
+    # One L-BFGS iteration per epoch; our own stop rule decides when to stop.
     # max_eval must be set: with max_iter=1 torch would allow the line search a single evaluation.
     return torch.optim.LBFGS(params, lr=lr, max_iter=1, max_eval=25, history_size=20, tolerance_grad=0.0,
                              tolerance_change=0.0, line_search_fn="strong_wolfe")
+
+
+def flat_linear(p: int, intercept: bool, generator: torch.Generator, dtype: torch.dtype,
+                device: torch.device) -> tuple[torch.Tensor, torch.Tensor, list[torch.nn.Parameter]]:
+    """theta_y = [bias, weight, -1] (p + 1,) and a gradient buffer (p,), with an nn.Linear's
+    parameters [weight, bias] and their .grad as views into them: torch.optim steps and in-place
+    updates act on theta = theta_y[:p], and [A y] theta_y = A theta - y is one product."""
+    k = int(intercept)
+    model = init_linear(p - k, intercept, generator, dtype)
+    weight = model.weight.detach()[0]
+    theta_y = torch.cat([model.bias.detach(), weight] if k else [weight]).to(device)
+    theta_y = torch.cat([theta_y, -torch.ones(1, dtype=dtype, device=device)])
+    grad = torch.zeros(p, dtype=dtype, device=device)
+    params = [torch.nn.Parameter(theta_y[k:p].view(1, p - k))] + ([torch.nn.Parameter(theta_y[:1])] if k else [])
+    params[0].grad = grad[k:].view(1, p - k)
+    if k:
+        params[1].grad = grad[:1]
+    return theta_y, grad, params
 
 
 def init_linear(p: int, intercept: bool, generator: torch.Generator, dtype: torch.dtype) -> torch.nn.Linear:
