@@ -18,7 +18,7 @@ from tasks.kernels.design import Design
 from tasks.exact import ExactFit
 from tasks.sgd import SGDResult
 
-PACKAGES = ("linreg-flow", "prefect", "torch", "numpy", "pandas", "pyarrow", "matplotlib", "pandera", "pydantic")
+PACKAGES = ("linreg-flow", "prefect", "torch", "numpy", "pandas", "pyarrow", "matplotlib", "pydantic", "threadpoolctl")
 
 
 def jsonable(value: object) -> object:

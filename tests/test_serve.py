@@ -90,7 +90,7 @@ def test_scheduled_runs_complete_with_their_artifacts(served):
             tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
             assert tasks and all(t.state.is_completed() for t in tasks), [(t.name, t.state.type) for t in tasks]
             names = {t.name.rsplit("-", 1)[0] for t in tasks}
-            assert {"load-data", "fit-exact", "train-sgd", "write-artifacts", "publish-summary"} <= names
+            assert {"prepare-data", "fit-exact", "train-sgd", "write-artifacts", "publish-summary"} <= names
             artifacts = client.read_artifacts(
                 artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
             by_type = {a.type: a for a in artifacts}
