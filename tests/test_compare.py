@@ -10,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from tasks.compare import compare_fits, estimate_epochs_needed
+from tasks.compare import WELL_CONDITIONED, compare_fits, estimate_epochs_needed
 from tasks.exact import fit_exact
 from tasks.sgd import SGDResult
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y, make_design, tutorial_design
@@ -164,17 +164,34 @@ def test_sgd_mse_is_the_exact_mean_of_squared_residuals_in_any_blocks_and_parts(
     ("adam", False, ("--optimizer lbfgs",)),
     ("lbfgs", False, ()),
 ])
-def test_a_run_that_did_not_converge_names_the_options_that_would(optimizer, precondition, fixes):
+@pytest.mark.parametrize("stop_reason", ["tol", "epochs"])
+def test_a_run_that_did_not_converge_names_the_options_that_would(optimizer, precondition, fixes, stop_reason):
     """Neither converged nor diverged: --precondition for plain sgd and momentum on the original
-    basis, --optimizer lbfgs for any other optimizer; in comparison.remedies and in the summary."""
+    basis, --optimizer lbfgs for any other optimizer; in comparison.remedies and in the summary.
+    A well-conditioned design (the tutorial's: condition number 1 after scaling) that ran out of
+    epochs is first told to run more of them."""
     design = tutorial_design()
     exact = fit_exact(design)
-    far = _sgd(exact.params * (1 + 1e-3), optimizer=optimizer, precondition=precondition)
+    far = _sgd(exact.params * (1 + 1e-3), optimizer=optimizer, precondition=precondition, stop_reason=stop_reason)
     comparison = compare_fits(design, exact, far, rtol=1e-6)
     assert not comparison.converged
+    fixes = (("more --epochs",) if stop_reason == "epochs" else ()) + fixes
     assert comparison.remedies == fixes
     tail = f"; to reach the exact fit, run with {' or '.join(fixes)}"
     assert comparison.summary.endswith(tail) if fixes else "to reach the exact fit" not in comparison.summary
+
+
+def test_an_ill_conditioned_design_out_of_epochs_is_not_told_to_run_more():
+    """More epochs help only where gradient descent converges fast enough (scaled condition number
+    up to WELL_CONDITIONED): on a nearly collinear design the remedies are the options alone."""
+    rng = np.random.default_rng(0)
+    x1 = rng.normal(size=50)
+    X = np.column_stack([x1, x1 + 1e-3 * rng.normal(size=50)])
+    design = make_design(X, X @ [1.0, 2.0] + rng.normal(size=50))
+    exact = fit_exact(design)
+    assert exact.condition_number_scaled > WELL_CONDITIONED
+    comparison = compare_fits(design, exact, _sgd(exact.params * (1 + 1e-3)), rtol=1e-6)
+    assert comparison.remedies == ("--precondition", "--optimizer lbfgs")
 
 
 @pytest.mark.parametrize("stop_reason", ["diverged", "epochs"])
