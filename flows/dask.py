@@ -46,7 +46,7 @@ def task_runner(address: str | None, n_workers: int = LOCAL_WORKERS,
     if address is None:
         return DaskTaskRunner(cluster_kwargs={
             "n_workers": n_workers, "threads_per_worker": 1, "processes": True,
-            "dashboard_address": None,  # no port to clash with another run's dashboard
+            "dashboard_address": ":0",  # any free port: never clashes with another run's dashboard
         })
     resolved = _scheduler_address(address)
     try:

@@ -247,3 +247,31 @@ def test_a_bad_dask_address_is_a_user_error_naming_the_option_and_address(addres
     address = address.format(free=free)
     with pytest.raises(UserInputError, match=f"^option --dask {address}: {says}"):
         task_runner(address, timeout=1)
+
+
+def test_linreg_run_dask_runs_its_passes_on_a_local_cluster_and_gets_the_local_answer(tmp_path):
+    """`linreg run DATA --dask` with Prefect's temporary server: the exact fit's, the comparison's
+    and the plot's passes run as part tasks on a local cluster of worker processes (which find the
+    temporary server through the settings sent with each task), and the coefficients equal this
+    process's one-part fit to float64 rounding."""
+    from tasks.exact import fit_exact
+    from tests.prefect_server import BIN, cli_env
+
+    rng = np.random.default_rng(3)
+    rows = 5 * 65536 + 123  # the stored file's row groups hold 65536 rows: 6 of them, 4 parts
+    X = rng.normal(size=(rows, 3)) * [1.0, 10.0, 0.1] + [5.0, -3.0, 100.0]
+    y = 2.0 + X @ [1.0, -0.5, 30.0] + rng.normal(size=rows)
+    path = tmp_path / "big.parquet"
+    pq.write_table(pa.table({"y": y, "x1": X[:, 0], "x2": X[:, 1], "x3": X[:, 2]}), path)
+    result = subprocess.run(
+        [str(BIN / "linreg"), "run", str(path), "--dask", "--epochs", "20",
+         "--artifacts-dir", str(tmp_path / "artifacts"), "--data-dir", str(tmp_path / "data")],
+        cwd=REPO, env=cli_env(tmp_path / "home"), capture_output=True, text=True,
+        stdin=subprocess.DEVNULL, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    for kernel in ("part_sums", "view_part"):  # the refinement's and the plot's part tasks
+        assert f"Task run '{kernel}-3'" in result.stderr, kernel
+    version = Path(result.stdout.strip().splitlines()[-1])
+    exact = json.loads((version / "coefficients.json").read_text())["exact"]
+    local = fit_exact(Design.from_arrays(X, y, ("x1", "x2", "x3")))
+    np.testing.assert_allclose([exact["intercept"], *exact["coefficients"]], local.params, rtol=4e-16, atol=0)
