@@ -71,7 +71,8 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
     mapper, parts = _pass_mapper()
     # The exact fit and the training are independent: run them side by side.
     exact_future = fit_exact_task.submit(design, data.geometry, mapper, parts)
-    sgd_future = train_sgd_task.submit(design, config.train, data.geometry, config.converged_rtol)
+    sgd_future = train_sgd_task.submit(design, config.train, data.geometry, config.converged_rtol,
+                                       mapper, parts)
     exact, sgd = exact_future.result(), sgd_future.result()
     timings["exact"], timings["sgd"] = exact.seconds, sgd.seconds
     with _timed(timings, "compare"):

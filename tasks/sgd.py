@@ -4,16 +4,17 @@ The MSE gradient is taken by hand under torch.no_grad, g = 2/n A^T (A theta - y)
 the parameters before the step as its by-product; plain sgd updates in place as torch.optim.SGD
 does (p -= lr g), momentum, adam and lbfgs get p.grad and their own torch.optim step. A design
 within MEMORY_BUDGET is held as device tensors built block by block; a larger one streams: a
-full-batch epoch is one pass over the blocks, a mini-batch epoch visits shuffled blocks with
-shuffled rows.
+full-batch epoch is one pass over the blocks, part by part through a Mapper, a mini-batch epoch
+visits shuffled blocks with shuffled rows (tasks/kernels/training_rows.py). Checks every few
+epochs stop training on convergence or divergence (tasks/stop_rule.py), or at the time limit.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
@@ -22,29 +23,17 @@ from prefect import get_run_logger, task
 
 from tasks.config import TrainConfig
 from tasks.kernels.design import Design
+from tasks.kernels.passes import Mapper, local_map
+from tasks.kernels.training_rows import HeldRows, StreamedRows
 from tasks.kernels.tsqr import Geometry, design_geometry
-from tasks.training_setup import (Coordinates, auto_lr, flat_linear, init_linear, make_optimizer, resolve_device,
-                                  training_coordinates)
+from tasks.stop_rule import StopRule
+from tasks.training_setup import auto_lr, flat_linear, init_linear, make_optimizer, resolve_device, training_coordinates
 
 __all__ = ["SGDResult", "init_linear", "resolve_device", "train_sgd", "train_sgd_task"]
 
 # Epochs between host syncs: the loss of every epoch stays on the device until then. The first
 # checks come after 1, 2, 4, ... epochs, so a fit that converges at once stops at once.
 CHUNK = 256
-# Stop once the estimated distance to the optimum is this fraction of the verdict's tolerance: four
-# digits to spare cost a linearly converging optimizer log(1e4) / its rate, a superlinear one a
-# step, and bring L-BFGS to 1e-10 of the exact fit where float64 allows it.
-MARGIN = 1e-4
-# Or at a floor, where the distance estimate set no new best in the second half of the run (a
-# slow optimizer still sets some): when it is within NEAR of the tolerance (the arithmetic allows no
-# more digits), or when the best loss also improved by <= tol over PATIENCE epochs (one flat step,
-# e.g. at a turning point of heavy-ball momentum, is not a floor) and the distance is one that the
-# rounding of the gradient can account for (_rounding_distance); an optimizer stalled farther out
-# (Adam's fixed steps) runs on.
-NEAR = 0.1
-PATIENCE = 100
-# Training has diverged when the loss is not finite or grew by this factor over the first loss.
-EXPLODED = 1e12
 # L-BFGS near the optimum of an ill-conditioned design: the loss changes below its own float
 # resolution, so a line search comparing rounded losses stalls; the closure returns the loss less
 # its value at the step's start, 2 r.s + s.s (s = A step), exact where that difference is noise.
@@ -52,8 +41,6 @@ EXPLODED = 1e12
 # pair falls there, leaving a stale memory: the objective is scaled by LBFGS_PAIRS / lambda_min
 # (the Hessian's smallest eigenvalue), so pairs count down to steps of 1e-10 in every direction.
 LBFGS_PAIRS = 1e10
-# Designs up to this many rows keep the residuals of a chunk of epochs (_Held.ring).
-RING_ROWS = 4096
 # Training tensors up to this size are held on the device; larger designs stream.
 MEMORY_BUDGET = 256 * 2**20
 
@@ -104,168 +91,6 @@ class SGDResult:
         return np.array(head + self.coefficients)
 
 
-class _Held:
-    """The training rows on the device, filled one block at a time: Ay = [A y] (n, p + 1), so that
-    r = Ay theta_y = A theta - y is one product, and G = 2/n A^T (p, n) so the gradient is another."""
-
-    def __init__(self, coords: Coordinates, theta_y: torch.Tensor, grad: torch.Tensor):
-        n, p = coords.design.n, coords.design.n_params
-        self.n, self.theta_y, self.theta, self.grad = n, theta_y, theta_y[:-1], grad
-        self.Ay = torch.empty((n, p + 1), dtype=theta_y.dtype, device=theta_y.device)
-        row = 0
-        for features, y in coords.design.blocks():
-            self.Ay[row:row + len(y)].copy_(torch.from_numpy(coords.rows(features, y)))
-            row += len(y)
-        self.A = self.Ay[:, :p]
-        self.G = torch.empty((p, n), dtype=theta_y.dtype, device=theta_y.device).copy_(self.A.t()).mul_(2 / n)
-        self.r = torch.empty(n, dtype=theta_y.dtype, device=theta_y.device)
-        # Small designs keep each epoch's residual in a ring of CHUNK rows, squared and summed once a
-        # check: there a dot product per epoch costs a third of the epoch.
-        self.ring = torch.empty((CHUNK, n), dtype=theta_y.dtype, device=theta_y.device).unbind(0) \
-            if n <= RING_ROWS else None
-        self.slot = 0
-
-    def full(self) -> torch.Tensor:
-        """n times the MSE at theta (a new tensor); its gradient into grad."""
-        torch.mv(self.Ay, self.theta_y, out=self.r)
-        torch.mv(self.G, self.r, out=self.grad)
-        return torch.dot(self.r, self.r)
-
-    def descend(self, lr: float) -> torch.Tensor:
-        """A plain gradient step: torch.optim.SGD's p.add_(g, alpha=-lr) with g = G r, fused into one
-        gemv (theta += -lr G r, the same arithmetic). Returns n times the loss before it, or on a
-        ring the residual r itself."""
-        if self.ring is None:
-            torch.mv(self.Ay, self.theta_y, out=self.r)
-            self.theta.addmv_(self.G, self.r, alpha=-lr)
-            return torch.dot(self.r, self.r)
-        r, self.slot = self.ring[self.slot], (self.slot + 1) % CHUNK
-        torch.mv(self.Ay, self.theta_y, out=r)
-        self.theta.addmv_(self.G, r, alpha=-lr)
-        return r
-
-    def bound(self) -> torch.Tensor:
-        """|A|^T (|A| |theta| + |y|) (p,), the scale of the gradient's rounding (_rounding_distance)."""
-        absolute = self.Ay.abs()
-        return absolute[:, :-1].t() @ (absolute @ self.theta_y.abs())
-
-    def relative(self, ref: torch.Tensor) -> torch.Tensor:
-        """n (f(theta) - f(ref)) = 2 r.s + s.s, s = A (theta - ref), r the residual of the last
-        full() (at ref); the gradient at theta into grad."""
-        s = self.A @ (self.theta - ref)
-        torch.mv(self.G, self.r + s, out=self.grad)
-        return 2 * torch.dot(self.r, s) + torch.dot(s, s)
-
-    def batches(self, generator: torch.Generator, batch: int) -> Iterator[torch.Tensor]:
-        """[A y] rows of each batch, in torch.randperm order."""
-        order = torch.randperm(self.n, generator=generator).to(self.Ay.device)
-        return (self.Ay[order[lo:lo + batch]] for lo in range(0, self.n, batch))
-
-
-class _Streamed:
-    """The training rows built again block by block at every pass: O(block) memory."""
-
-    def __init__(self, coords: Coordinates, theta_y: torch.Tensor, grad: torch.Tensor):
-        design = coords.design
-        self.coords, self.n, self.theta_y, self.theta, self.grad = coords, design.n, theta_y, theta_y[:-1], grad
-        self.parts = design.split(max(1, -(-design.n // design.table.block_rows)))
-
-    def _rows(self, design: Design, shuffle: torch.Generator | None = None) -> Iterator[torch.Tensor]:
-        for features, y in design.blocks():
-            if shuffle is not None:
-                perm = torch.randperm(len(y), generator=shuffle).numpy()
-                features, y = features[perm], y[perm]
-            if len(y):
-                yield torch.from_numpy(self.coords.rows(features, y)).to(self.theta_y)
-
-    def full(self) -> torch.Tensor:
-        """As _Held.full, the sums merged over the blocks of one pass."""
-        self.grad.zero_()
-        total = torch.zeros((), dtype=self.grad.dtype, device=self.grad.device)
-        for Ay in self._rows(self.coords.design):
-            r = Ay @ self.theta_y
-            self.grad.addmv_(Ay[:, :-1].t(), r)
-            total += torch.dot(r, r)
-        self.grad.mul_(2 / self.n)
-        return total
-
-    def descend(self, lr: float) -> torch.Tensor:
-        total = self.full()
-        self.theta.add_(self.grad, alpha=-lr)
-        return total
-
-    def bound(self) -> torch.Tensor:
-        total = torch.zeros_like(self.grad)
-        for Ay in self._rows(self.coords.design):
-            total.addmv_(Ay[:, :-1].abs().t(), Ay.abs() @ self.theta_y.abs())
-        return total
-
-    def relative(self, ref: torch.Tensor) -> torch.Tensor:
-        """As _Held.relative, the residual at ref recomputed block by block."""
-        self.grad.zero_()
-        total = torch.zeros((), dtype=self.grad.dtype, device=self.grad.device)
-        step = self.theta - ref
-        for Ay in self._rows(self.coords.design):
-            r, s = Ay[:, :-1] @ ref - Ay[:, -1], Ay[:, :-1] @ step
-            self.grad.addmv_(Ay[:, :-1].t(), r + s)
-            total += 2 * torch.dot(r, s) + torch.dot(s, s)
-        self.grad.mul_(2 / self.n)
-        return total
-
-    def batches(self, generator: torch.Generator, batch: int) -> Iterator[torch.Tensor]:
-        """Batches of `batch` rows from the parts in random order, each block's rows shuffled;
-        rows left over at a block's end open the next batch."""
-        carry = None
-        for j in torch.randperm(len(self.parts), generator=generator).tolist():
-            for Ay in self._rows(self.parts[j], generator):
-                Ay = Ay if carry is None else torch.cat([carry, Ay])
-                cut = len(Ay) - len(Ay) % batch
-                yield from (Ay[lo:lo + batch] for lo in range(0, cut, batch))
-                carry = Ay[cut:] if cut < len(Ay) else None
-        if carry is not None:
-            yield carry
-
-
-@dataclass
-class _Watch:
-    """What the checks remember between chunks: the first loss, the best-so-far losses of the last
-    PATIENCE epochs, and the best distance estimate and the epoch it was reached."""
-
-    tol: float
-    rtol: float
-    first: float | None = None
-    tail: np.ndarray = field(default_factory=lambda: np.empty(0))
-    best: float = math.inf
-    best_at: int = 0
-
-    def diverged_at(self, chunk: np.ndarray) -> int | None:
-        """The first epoch of the chunk whose loss is not finite or exploded, if any."""
-        self.first = chunk[0] if self.first is None else self.first
-        bad = np.flatnonzero(~np.isfinite(chunk) | (chunk > EXPLODED * max(self.first, 1e-300)))
-        return int(bad[0]) if bad.size else None
-
-    def loss_flat(self, chunk: np.ndarray) -> bool:
-        """Whether the best loss so far improved by <= tol (relative) over PATIENCE epochs somewhere
-        in the chunk: best_{k-PATIENCE} - best_k <= tol * best_k (a few ulps of noise around the
-        minimum are no progress)."""
-        start = self.tail[-1:] if self.tail.size else chunk[:1]
-        seq = np.concatenate([self.tail, np.minimum.accumulate(np.concatenate([start, chunk]))[1:]])
-        k = np.arange(len(self.tail), len(seq))
-        k = k[k >= PATIENCE]
-        self.tail = seq[-PATIENCE:]
-        return bool(np.any(seq[k - PATIENCE] - seq[k] <= self.tol * np.abs(seq[k])))
-
-    def converged(self, chunk: np.ndarray, distance: float, done: int, rounding: Callable[[], float]) -> bool:
-        """The stop rule after `done` epochs: the distance estimate within MARGIN of rtol, or a floor
-        (see NEAR); rounding() is the distance the gradient's rounding accounts for."""
-        flat = self.loss_flat(chunk)
-        if distance < self.best:
-            self.best, self.best_at = distance, done
-        stalled = 2 * self.best_at <= done
-        floor = stalled and (distance <= NEAR * self.rtol or (flat and distance <= rounding()))
-        return distance <= MARGIN * self.rtol or floor
-
-
 def _run(epoch_fn: Callable[[], torch.Tensor | None], pending: list[torch.Tensor], done: int, until: int,
          epochs: int, deadline: float) -> tuple[int, bool]:
     """Epochs until `until` or the deadline (read after every epoch but the last): the epochs done
@@ -281,35 +106,16 @@ def _run(epoch_fn: Callable[[], torch.Tensor | None], pending: list[torch.Tensor
     return done, False
 
 
-def _distance(data: _Held | _Streamed, coords: Coordinates) -> tuple[float, float]:
-    """The MSE (training units) at theta and the estimated max relative distance of its original
-    parameters to the optimum, |K g| / |beta*| with K g the Newton step H^-1 g mapped back."""
-    total = data.full()
-    host = torch.cat([total.reshape(1), data.grad]).double().cpu().numpy()  # one host sync
-    with np.errstate(divide="ignore", invalid="ignore"):
-        distance = float(np.max(np.abs(coords.newton @ host[1:]) / coords.optimum_scale))
-    return float(host[0]) / data.n, distance if math.isfinite(distance) else math.inf
-
-
-def _rounding_distance(data: _Held | _Streamed, coords: Coordinates) -> float:
-    """A bound on the distance estimate that rounding alone produces: one rounding (unit u) in each
-    product of g = 2/n A^T (A theta - y) and in the rows themselves moves g by up to about
-    u 2/n |A|^T (|A| |theta| + |y|), and the estimate by |K| times that."""
-    u = torch.finfo(data.grad.dtype).eps / 2
-    g = data.bound().double().cpu().numpy() * (u * 2 / data.n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return float(np.max(np.abs(coords.newton) @ g / coords.optimum_scale))
-
-
 def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None, progress: Progress | None = None,
-              rtol: float = 1e-6) -> SGDResult:
+              rtol: float = 1e-6, mapper: Mapper = local_map, parts: int = 1) -> SGDResult:
     """Train y ~ Linear(terms) by gradient descent; return coefficients on the original scale.
 
     geometry: the design's TSQR (computed once by validation; None: computed here); rtol: the
-    verdict's relative tolerance. Stop rule (tol > 0), at each check: the Newton step H^-1 g of the
-    gradient at the current parameters, mapped to the original ones (Coordinates.newton), is their
-    distance to the optimum for a quadratic loss; "tol" once it is below MARGIN * rtol relative to
-    every parameter, or when neither the best loss (by tol over PATIENCE epochs) nor that estimate
+    verdict's relative tolerance; mapper, parts: the map over parts of a streamed design's full
+    passes. Stop rule (tol > 0), at each check: the Newton step H^-1 g of the gradient at the
+    current parameters, mapped to the original ones (stop_rule.newton_map), is their distance to
+    the optimum for a quadratic loss; "tol" once it is below MARGIN * rtol relative to every
+    parameter, or when neither the best loss (by tol over PATIENCE epochs) nor that estimate
     improves any more.
     """
     start = time.perf_counter()
@@ -326,7 +132,11 @@ def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None
     theta_y, grad, params = flat_linear(p, design.intercept, generator, dtype, device)
     theta = theta_y[:p]
     held = n * (2 * p + 2) * torch.finfo(dtype).bits // 8 <= MEMORY_BUDGET  # [A y], G and r
-    data = (_Held if held else _Streamed)(coords, theta_y, grad)
+    # Only streamed passes go through mapper: a Prefect task per part per epoch costs about a second,
+    # against micro- to milliseconds for an epoch on held rows, while a streamed pass reads every
+    # row anyway (seconds at scale). Mini-batch steps are sequential: their batches are read here.
+    data = HeldRows(design, coords.row_map, theta_y, grad, CHUNK) if held else \
+        StreamedRows(design, coords.row_map, theta_y, grad, mapper, parts)
     opt = None if cfg.optimizer == "sgd" else make_optimizer(cfg.optimizer, params, lr, momentum)
     batch = cfg.batch_size if cfg.batch_size is not None and cfg.batch_size < n else None
     if cfg.optimizer == "lbfgs":
@@ -383,7 +193,7 @@ def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None
         epoch_fn = lbfgs_epoch if cfg.optimizer == "lbfgs" else full_epoch
     pending: list[torch.Tensor] = []  # n times each epoch's loss, on the device until a check
     recorded: list[np.ndarray] = []
-    watch = _Watch(cfg.tol, rtol)
+    rule = StopRule(coords, cfg.tol, rtol)
     stop, distance, done, next_check = "epochs", None, 0, 1
     with torch.no_grad():
         while True:
@@ -395,13 +205,13 @@ def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None
                 pending.clear()
                 recorded.append(chunk)
                 next_check = min(done + min(done, CHUNK), cfg.epochs)
-                bad = watch.diverged_at(chunk)
+                bad = rule.diverged_at(chunk)
                 if bad is not None:
                     stop, done = "diverged", done - len(chunk) + bad + 1
                     break
                 if cfg.tol > 0:
-                    final, distance = _distance(data, coords)
-                    if watch.converged(chunk, distance, done, partial(_rounding_distance, data, coords)):
+                    final, distance = rule.distance(data)
+                    if rule.converged(chunk, distance, done, data):
                         stop = "tol"
                 if progress is not None:
                     progress(done, cfg.epochs, float(chunk[-1]) * coords.scaling.y_scale**2, distance)
@@ -437,11 +247,11 @@ def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None
 
 @task(name="train-sgd")
 def train_sgd_task(design: Design, cfg: TrainConfig, geometry: Geometry | None = None,
-                   rtol: float = 1e-6) -> SGDResult:
+                   rtol: float = 1e-6, mapper: Mapper = local_map, parts: int = 1) -> SGDResult:
     """Train the torch model by gradient descent."""
     from tasks.progress import TrainingProgress
 
     progress = TrainingProgress(get_run_logger(), cfg.epochs, f"torch {cfg.optimizer}, up to {cfg.epochs} epochs")
-    result = train_sgd(design, cfg, geometry, progress=progress, rtol=rtol)
+    result = train_sgd(design, cfg, geometry, progress=progress, rtol=rtol, mapper=mapper, parts=parts)
     progress.finish(result.epochs, result.stop_reason, result.final_loss)
     return result

@@ -21,6 +21,7 @@ from tasks.errors import UserInputError
 from tasks.kernels import rational as rq
 from tasks.kernels.design import Design
 from tasks.kernels.table import ColumnStats
+from tasks.kernels.training_rows import RowMap
 from tasks.kernels.tsqr import Geometry
 
 
@@ -85,21 +86,11 @@ class Coordinates:
     def k(self) -> int:
         return int(self.design.intercept)
 
-    def rows(self, features: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """(m, p + 1) float64 [A y_std] of a block: training rows of its raw predictor values
-        (m, n_features), then its target."""
-        k, s, p = self.k, self.scaling, self.design.n_params
-        A = np.empty((features.shape[0], p + 1))
-        if k:
-            A[:, 0] = 1.0
-        if self.P is None:
-            np.subtract(self.design.terms_of(features), s.x_shift, out=A[:, k:p])
-            A[:, k:p] /= s.x_scale
-        else:
-            np.matmul(self.geometry.basis.apply(features), self.P[:, k:], out=A[:, k:p])
-        np.subtract(y, s.y_shift, out=A[:, p])
-        A[:, p] /= s.y_scale
-        return A
+    @cached_property
+    def row_map(self) -> RowMap:
+        """How a block of raw rows becomes training rows [A y_std]."""
+        s = self.scaling
+        return RowMap(self.geometry.basis, s.x_shift, s.x_scale, s.y_shift, s.y_scale, self.P)
 
     @cached_property
     def N(self) -> list[list[Fraction]]:
@@ -113,14 +104,14 @@ class Coordinates:
         return N
 
     @cached_property
-    def _B(self) -> list[list[Fraction]]:
+    def exact_B(self) -> list[list[Fraction]]:
         """B = R T^-1 N, exactly (for the float R)."""
         G = rq.matmul(rq.upper_inverse(self.geometry.basis.exact), self.N)
         return rq.matmul(rq.fractions(self.geometry.R), G)
 
     @cached_property
     def B(self) -> np.ndarray:
-        return np.array(rq.to_float(self._B))
+        return np.array(rq.to_float(self.exact_B))
 
     @cached_property
     def curvature(self) -> tuple[float, float]:
@@ -129,44 +120,11 @@ class Coordinates:
         L = 2.0 * s[0] ** 2 / self.design.n
         return L, max(2.0 * s[-1] ** 2 / self.design.n, L * 1e-16)
 
-    @cached_property
-    def newton(self) -> np.ndarray:
-        """K (p, p): the Newton step H^-1 g of a training gradient g, in the original parameters,
-        is K g. With N B^-1 = T R^-1: K = y_scale n/2 T R^-1 B^-T, in exact rationals, rounded."""
-        C = rq.matmul(self.geometry.basis.exact, rq.upper_inverse(rq.fractions(self.geometry.R)))
-        Binv = rq.upper_inverse(self._B)
-        factor = Fraction(self.scaling.y_scale) * Fraction(self.design.n, 2)
-        return np.array(rq.to_float(rq.matmul(C, [[factor * v for v in row] for row in zip(*Binv)])))
-
-    @cached_property
-    def optimum_scale(self) -> np.ndarray:
-        """|beta*| from the geometry's float64 least-squares solution: the scale a relative
-        distance to the optimum is measured against."""
-        return np.abs(self.geometry.initial_solution())
-
     def to_original(self, theta: np.ndarray) -> np.ndarray:
         """beta = y_scale N theta + y_shift e_0 in exact rational arithmetic, rounded once."""
         beta = rq.matvec(self.N, [Fraction(float(v)) for v in theta])
         ys, shift = Fraction(self.scaling.y_scale), Fraction(self.scaling.y_shift)
         return np.array([float(ys * b + (shift if i == 0 and self.k else 0)) for i, b in enumerate(beta)])
-
-    def row_bound(self) -> float:
-        """A bound on max_i ||a_i||^2 from the column statistics (no pass): |a_ij| <= the largest
-        |x - shift| / scale of column j; with precondition, a_ij = sum_l w_il P_lj with |w_il|
-        bounded by the basis, and ||a_i||^2 = n h_i <= n (h_i the leverage) as well."""
-        k = self.k
-        if self.P is None:
-            t, s = self.geometry.terms, self.scaling
-            top = np.maximum(np.abs(t.min - s.x_shift), np.abs(t.max - s.x_shift)) / s.x_scale
-            return float(k + np.sum(top**2))
-        basis = self.geometry.basis
-        if basis.kind == "columns":
-            x = self.design.stats.column(slice(1, None))
-            w = np.maximum(np.abs(x.min - basis.shift), np.abs(x.max - basis.shift)) / basis.scale
-            w = np.concatenate([[basis.ones] if k else [], w])
-        else:  # |T_k(z)| <= 1 and |z^k| <= 1 for z in [-1, 1]
-            w = np.ones(self.design.n_params)
-        return float(min(self.design.n, k + np.sum((w @ np.abs(self.P[:, k:])) ** 2)))
 
 
 def training_coordinates(design: Design, geometry: Geometry, standardize: bool, precondition: bool) -> Coordinates:
@@ -192,7 +150,7 @@ def auto_lr(coords: Coordinates, optimizer: str, batch_size: int | None) -> tupl
     n = coords.design.n
     L, mu = coords.curvature
     if batch_size is not None and batch_size < n:
-        L += 2.0 * coords.row_bound() / batch_size
+        L += 2.0 * coords.row_map.norm_bound(coords.design, coords.geometry.terms) / batch_size
     if optimizer == "momentum":
         root = math.sqrt(L / mu)
         return 1.0 / L, min(0.9, ((root - 1) / (root + 1)) ** 2)

@@ -5,7 +5,10 @@ from __future__ import annotations
 import sys
 import time
 
+import cloudpickle
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import torch
 from hypothesis import given, settings
@@ -66,7 +69,7 @@ def test_defaults_stop_once_the_newton_estimate_is_within_the_margin():
     """The default stop rule ends training as soon as the estimated distance to the optimum (the
     Newton step of the gradient) is under MARGIN * rtol, long before the epoch bound, and the
     estimate agrees with the real distance to the exact fit."""
-    from tasks.sgd import MARGIN
+    from tasks.stop_rule import MARGIN
 
     rng = np.random.default_rng(5)
     X = rng.uniform(-2, 6, size=(40, 2)) * [1.0, 100.0]
@@ -157,9 +160,13 @@ def test_divergence_is_a_result_not_a_crash():
 # --- (f) no host sync per epoch ----------------------------------------------------------------------
 
 
+# The training loop and what it calls per epoch or per check (torch's own internals are not ours).
+_TRAINING_MODULES = {"tasks.sgd", "tasks.stop_rule", "tasks.kernels.training_rows"}
+
+
 def _from_sgd_module() -> bool:
-    """Whether the caller of the patched method is tasks/sgd.py (torch's own internals are not ours)."""
-    return sys._getframe(2).f_globals.get("__name__") == "tasks.sgd"
+    """Whether the caller of the patched method is one of _TRAINING_MODULES."""
+    return sys._getframe(2).f_globals.get("__name__") in _TRAINING_MODULES
 
 
 def _counting(monkeypatch, name: str, counts: dict[str, int]) -> None:
@@ -179,8 +186,9 @@ def _counting(monkeypatch, name: str, counts: dict[str, int]) -> None:
     ids=["sgd", "momentum", "adam", "mini-batch"],
 )
 def test_the_training_loop_never_calls_item_and_syncs_rarely(monkeypatch, options):
-    """tasks/sgd.py never calls Tensor.item, and its host transfers (.cpu, .numpy, float, bool) are far
-    fewer than the epochs: the per-epoch loop keeps the losses on the device."""
+    """The training loop (tasks/sgd.py, its stop rule and its rows) never calls Tensor.item, and its
+    host transfers (.cpu, .numpy, float, bool) are far fewer than the epochs: the per-epoch loop
+    keeps the losses on the device."""
     epochs = 2000
 
     original_item = torch.Tensor.item
@@ -188,7 +196,7 @@ def test_the_training_loop_never_calls_item_and_syncs_rarely(monkeypatch, option
     def forbidden(self, *args, **kwargs):
         # Adam keeps its step counter on the CPU and reads it with .item(): that is torch's, not ours.
         if _from_sgd_module():
-            raise AssertionError("Tensor.item() called in tasks/sgd.py: a host sync per call")
+            raise AssertionError("Tensor.item() called by the training loop: a host sync per call")
         return original_item(self, *args, **kwargs)
 
     monkeypatch.setattr(torch.Tensor, "item", forbidden)
@@ -357,13 +365,13 @@ def test_a_streamed_mini_batch_epoch_visits_every_row_once(rows, block_rows, bat
     rows, every batch full but the last, and another seed gives another order."""
     from tasks.kernels.design import Design
     from tasks.kernels.tsqr import design_geometry
-    from tasks.sgd import _Streamed
+    from tasks.kernels.training_rows import StreamedRows
     from tasks.training_setup import training_coordinates
 
     X = np.arange(rows, dtype=float)[:, None]
     design = Design.from_arrays(X, 2 * X[:, 0] + 1, ("x",), block_rows=block_rows)
     coords = training_coordinates(design, design_geometry(design), False, False)
-    data = _Streamed(coords, torch.zeros(3, dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
+    data = StreamedRows(design, coords.row_map, torch.zeros(3, dtype=torch.float64), torch.zeros(2, dtype=torch.float64))
     batches = list(data.batches(torch.Generator().manual_seed(seed), batch))
     assert all(len(b) == batch for b in batches[:-1]) and 1 <= len(batches[-1]) <= batch
     seen = torch.cat(batches)[:, 1].numpy()  # the x column of [1 x y]
@@ -396,7 +404,7 @@ def test_in_memory_mini_batches_follow_torch_randperm():
 
 def _rows(coords):
     """[A y] of the whole design, for checking the set-up against explicit matrices."""
-    return np.vstack([coords.rows(f, y) for f, y in coords.design.blocks()])
+    return np.vstack([coords.row_map.rows(coords.design, f, y) for f, y in coords.design.blocks()])
 
 
 @pytest.mark.parametrize("intercept", [True, False])
@@ -433,7 +441,7 @@ def test_the_curvature_from_r_is_that_of_the_explicit_training_rows(precondition
     A = _rows(coords)[:, :-1]
     eig = np.linalg.eigvalsh(2 / design.n * A.T @ A)
     assert coords.curvature == pytest.approx((eig[-1], eig[0]), rel=1e-9)
-    assert coords.row_bound() >= np.max(np.sum(A**2, axis=1)) * (1 - 1e-12)
+    assert coords.row_map.norm_bound(design, coords.geometry.terms) >= np.max(np.sum(A**2, axis=1)) * (1 - 1e-12)
     if precondition:
         np.testing.assert_allclose(A.T @ A / design.n, np.eye(design.n_params), atol=1e-12)
         assert np.all(A[:, 0] == 1.0)
@@ -445,6 +453,7 @@ def test_weights_map_back_exactly_and_the_newton_step_lands_on_the_optimum(preco
     and on x in [1e6, 1e6 + 10] beta(theta) minus the Newton step K g(theta), g the explicit
     gradient, is the exact fit."""
     from tasks.kernels.tsqr import design_geometry
+    from tasks.stop_rule import newton_map
     from tasks.training_setup import training_coordinates
 
     rng = np.random.default_rng(2)
@@ -460,31 +469,109 @@ def test_weights_map_back_exactly_and_the_newton_step_lands_on_the_optimum(preco
             np.testing.assert_allclose(design.matrix() @ beta, s.y_shift + s.y_scale * (A @ theta), rtol=1e-10)
         else:
             grad = 2 / design.n * A.T @ (A @ theta - ys)
-            np.testing.assert_allclose(beta - coords.newton @ grad, fit_exact(design).params, rtol=1e-6)
+            np.testing.assert_allclose(beta - newton_map(coords) @ grad, fit_exact(design).params, rtol=1e-6)
 
 
-@pytest.mark.parametrize("streamed", [False, True])
-def test_the_loss_difference_for_lbfgs_is_that_of_the_explicit_losses(streamed):
-    """relative(ref) = n (f(theta) - f(ref)) and the gradient at theta, held or streamed in blocks of
-    3 rows, against the explicit float64 residuals (the difference computed in exact fractions)."""
+class _PicklingMap:
+    """A Mapper that ships fn and each part through cloudpickle, as flows.dask.task_map does to Dask
+    workers, then runs them here; passes: how many parts each call had."""
+
+    def __init__(self) -> None:
+        self.passes: list[int] = []
+
+    def __call__(self, fn, parts):
+        self.passes.append(len(parts))
+        fn = cloudpickle.loads(cloudpickle.dumps(fn))
+        return [fn(cloudpickle.loads(cloudpickle.dumps(part))) for part in parts]
+
+
+@pytest.mark.parametrize("rows", ["held", "streamed", "streamed in 3 pickled parts"])
+def test_the_passes_over_the_rows_are_those_of_the_explicit_rows(rows):
+    """full() = n f(ref) and its gradient, then relative(ref) = n (f(theta) - f(ref)) and the gradient
+    at theta, and bound() = |A|^T (|A| |theta| + |y|), held or streamed in blocks of 3 rows (one part,
+    or 3 parts through a pickling mapper), against the explicit float64 rows (the loss difference
+    in exact fractions)."""
     from fractions import Fraction
 
+    from tasks.kernels.training_rows import HeldRows, StreamedRows
     from tasks.kernels.tsqr import design_geometry
-    from tasks.sgd import _Held, _Streamed
     from tasks.training_setup import training_coordinates
 
     design = _two_feature_design(block_rows=3)
     coords = training_coordinates(design, design_geometry(design), True, False)
     theta_y = torch.tensor([0.3, -0.2, 0.7, -1.0], dtype=torch.float64)
     ref = torch.tensor([0.1, 0.4, -0.5], dtype=torch.float64)
-    data = (_Streamed if streamed else _Held)(coords, theta_y, torch.zeros(3, dtype=torch.float64))
-    theta_y[:3] = ref
-    data.full()  # the residual at ref, as L-BFGS's first closure call leaves it
-    theta_y[:3] = torch.tensor([0.3, -0.2, 0.7])
-    got = float(data.relative(ref))
+    grad, mapper = torch.zeros(3, dtype=torch.float64), _PicklingMap()
+    data = (HeldRows(design, coords.row_map, theta_y, grad, slots=4) if rows == "held" else
+            StreamedRows(design, coords.row_map, theta_y, grad, *((mapper, 3) if "parts" in rows else ())))
     Ay = _rows(coords)
     A, ys = Ay[:, :-1], Ay[:, -1]
     r1, r0 = A @ theta_y[:3].numpy() - ys, A @ ref.numpy() - ys
+    theta_y[:3] = ref
+    assert float(data.full()) == pytest.approx(r0 @ r0, rel=1e-13)  # the residual L-BFGS's first call leaves
+    np.testing.assert_allclose(data.grad.numpy(), 2 / design.n * A.T @ r0, rtol=1e-12)
+    theta_y[:3] = torch.tensor([0.3, -0.2, 0.7], dtype=torch.float64)
+    got = float(data.relative(ref))
     exact = sum(Fraction(v) ** 2 for v in r1) - sum(Fraction(v) ** 2 for v in r0)
     assert got == pytest.approx(float(exact), rel=1e-12)
     np.testing.assert_allclose(data.grad.numpy(), 2 / design.n * A.T @ r1, rtol=1e-12)
+    bound = np.abs(A).T @ (np.abs(Ay) @ np.abs(theta_y.numpy()))
+    np.testing.assert_allclose(data.bound().numpy(), bound, rtol=1e-13)
+    assert mapper.passes == ([3, 3, 3] if "parts" in rows else [])
+
+
+# --- (l) streamed passes map over parts ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "momentum", "adam", "lbfgs"])
+def test_streamed_full_batch_training_over_3_pickled_parts_equals_one_part(monkeypatch, optimizer):
+    """Streamed in blocks of 3 rows, every full-batch epoch a sum over 3 parts that travel through
+    cloudpickle: the losses, epoch by epoch, and the parameters of the one-part run, to float64
+    rounding; every pass (30 epochs, L-BFGS's line search too) went through the mapper."""
+    import tasks.sgd
+
+    monkeypatch.setattr(tasks.sgd, "MEMORY_BUDGET", 0)
+    design, cfg = _two_feature_design(block_rows=3), TrainConfig(optimizer=optimizer, epochs=30, tol=0, device="cpu")
+    one, mapper = train_sgd(design, cfg), _PicklingMap()
+    three = train_sgd(design, cfg, mapper=mapper, parts=3)
+    assert len(mapper.passes) >= 31 and set(mapper.passes) == {3}  # 30 epochs and the final loss
+    np.testing.assert_allclose(three.losses, one.losses, rtol=1e-13)
+    np.testing.assert_allclose(three.params, one.params, rtol=1e-12)
+
+
+def test_a_streamed_parquet_design_trains_over_parts_of_row_groups(monkeypatch, tmp_path):
+    """A Parquet file of 8 row groups, streamed in blocks of 3 rows over 3 pickled parts (the path
+    travels, each part reads its own row groups): the default run stops on "tol" at the exact fit,
+    as the run on rows held in memory does, in the same number of epochs."""
+    import tasks.sgd
+    from tasks.kernels.design import Design
+    from tasks.kernels.table import ParquetTable
+
+    held = _two_feature_design()
+    frame = pa.table({"y": held.y, "x1": held.features[:, 0], "x2": held.features[:, 1]})
+    pq.write_table(frame, tmp_path / "rows.parquet", row_group_size=5)
+    table = ParquetTable(str(tmp_path / "rows.parquet"), ("y", "x1", "x2"), held.n, held.stats, block_rows=3)
+    design = Design(table, ("x1", "x2"), "y")
+    reference = train_sgd(held, TrainConfig(device="cpu"))
+    monkeypatch.setattr(tasks.sgd, "MEMORY_BUDGET", 0)
+    mapper = _PicklingMap()
+    streamed = train_sgd(design, TrainConfig(device="cpu"), mapper=mapper, parts=3)
+    assert mapper.passes and set(mapper.passes) == {3}
+    assert (streamed.stop_reason, streamed.epochs) == ("tol", reference.epochs)
+    assert max_rel_error(streamed.params, fit_exact(held).params) < 1e-9
+
+
+def test_held_rows_and_mini_batch_steps_stay_out_of_the_mapper(monkeypatch):
+    """Rows held in memory never go through the mapper; streamed mini-batches take their steps here,
+    and only the passes of the 10 checks (after epochs 1, 2, 4, ..., 256, 300: the loss and gradient,
+    and at most once beside it the rounding bound) map over parts."""
+    import tasks.sgd
+
+    design, mapper = _two_feature_design(block_rows=3), _PicklingMap()
+    train_sgd(design, TrainConfig(device="cpu", epochs=300), mapper=mapper, parts=3)
+    train_sgd(design, TrainConfig(device="cpu", epochs=300, batch_size=4, tol=0), mapper=mapper, parts=3)
+    assert mapper.passes == []
+    monkeypatch.setattr(tasks.sgd, "MEMORY_BUDGET", 0)
+    result = train_sgd(design, TrainConfig(device="cpu", epochs=300, batch_size=4), mapper=mapper, parts=3)
+    assert result.epochs == 300
+    assert 10 <= len(mapper.passes) <= 20 and set(mapper.passes) == {3}

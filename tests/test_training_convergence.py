@@ -15,7 +15,8 @@ import pytest
 from tasks.config import TrainConfig
 from tasks.exact import fit_exact
 from tasks.kernels.tsqr import design_geometry
-from tasks.sgd import MARGIN, train_sgd
+from tasks.sgd import train_sgd
+from tasks.stop_rule import MARGIN
 from tests.helpers import make_design, max_rel_error
 
 NIST = Path(__file__).parent / "data" / "nist"

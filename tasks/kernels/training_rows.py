@@ -1,0 +1,226 @@
+"""The training rows [A y] of a design, and the full-batch loss and gradient over them.
+
+Training minimizes f(theta) = 1/n |A theta - y|^2 on standardized (or preconditioned) rows; with
+theta_y = [theta, -1], the residual r = [A y] theta_y = A theta - y is one product and the gradient
+g = 2/n A^T r another. Rows within the caller's memory budget are held on the device (HeldRows);
+larger designs stream (StreamedRows): each full pass builds the rows again block by block, in
+O(block) memory, part by part through a Mapper (tasks/kernels/passes.py), each part's sums in
+float64 and merged in part order, so any mapper gives the single-part answer to float64 rounding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+import torch
+
+from tasks.kernels.design import Design, ScaledBasis
+from tasks.kernels.passes import Mapper, local_map
+from tasks.kernels.table import ColumnStats
+
+# Designs up to this many rows keep each epoch's residual in a ring (HeldRows.descend).
+RING_ROWS = 4096
+
+
+@dataclass(frozen=True)
+class RowMap:
+    """How raw rows become training rows: a = [1, (terms - x_shift) / x_scale] (x_shift, x_scale:
+    (n_terms,)), or with a preconditioner P (p, p) a = [1, (W P)[:, k:]] (W: the basis' rows);
+    y_std = (y - y_shift) / y_scale. A few p-sized arrays: it travels with every part of a pass."""
+
+    basis: ScaledBasis
+    x_shift: np.ndarray
+    x_scale: np.ndarray
+    y_shift: float
+    y_scale: float
+    P: np.ndarray | None
+
+    def rows(self, design: Design, features: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """(m, p + 1) float64 [A y_std] of a block of design: raw predictor values (m, n_features), y (m,)."""
+        k, p = int(design.intercept), design.n_params
+        A = np.empty((features.shape[0], p + 1))
+        if k:
+            A[:, 0] = 1.0
+        if self.P is None:
+            np.subtract(design.terms_of(features), self.x_shift, out=A[:, k:p])
+            A[:, k:p] /= self.x_scale
+        else:
+            np.matmul(self.basis.apply(features), self.P[:, k:], out=A[:, k:p])
+        np.subtract(y, self.y_shift, out=A[:, p])
+        A[:, p] /= self.y_scale
+        return A
+
+    def norm_bound(self, design: Design, terms: ColumnStats) -> float:
+        """A bound on max_i ||a_i||^2 from the column statistics (no pass; terms: the term columns'):
+        |a_ij| <= the largest |x - shift| / scale of column j; with P, a_ij = sum_l w_il P_lj with
+        |w_il| bounded by the basis, and ||a_i||^2 = n h_i <= n (h_i the leverage) as well."""
+        k = int(design.intercept)
+        if self.P is None:
+            top = np.maximum(np.abs(terms.min - self.x_shift), np.abs(terms.max - self.x_shift)) / self.x_scale
+            return float(k + np.sum(top**2))
+        if self.basis.kind == "columns":
+            x = design.stats.column(slice(1, None))
+            w = np.maximum(np.abs(x.min - self.basis.shift), np.abs(x.max - self.basis.shift)) / self.basis.scale
+            w = np.concatenate([[self.basis.ones] if k else [], w])
+        else:  # |T_k(z)| <= 1 and |z^k| <= 1 for z in [-1, 1]
+            w = np.ones(design.n_params)
+        return float(min(design.n, k + np.sum((w @ np.abs(self.P[:, k:])) ** 2)))
+
+
+def part_loss_gradient(row_map: RowMap, theta_y: np.ndarray, ref: np.ndarray | None,
+                       part: Design) -> tuple[float, np.ndarray]:
+    """A part's float64 sums at theta_y = [theta, -1] (p + 1,): (r.r, A^T r (p,)), r = A theta - y;
+    with ref (p,), L-BFGS's loss difference (2 r.s + s.s, A^T (r + s)), r = A ref - y and
+    s = A (theta - ref): |r + s|^2 - |r|^2 without the cancellation of two rounded losses."""
+    p = len(theta_y) - 1
+    loss, grad = 0.0, np.zeros(p)
+    for features, y in part.blocks():
+        if not len(y):
+            continue
+        Ay = row_map.rows(part, features, y)
+        A = Ay[:, :p]
+        if ref is None:
+            r = Ay @ theta_y
+            loss += r @ r
+        else:
+            r, s = A @ ref - Ay[:, p], A @ (theta_y[:p] - ref)
+            loss += 2 * (r @ s) + s @ s
+            r += s
+        grad += A.T @ r
+    return float(loss), grad
+
+
+def part_bound(row_map: RowMap, theta_y: np.ndarray, part: Design) -> np.ndarray:
+    """A part's |A|^T (|A| |theta| + |y|) (p,) in float64: the scale of the gradient's rounding."""
+    total = np.zeros(len(theta_y) - 1)
+    for features, y in part.blocks():
+        if len(y):
+            Ay = np.abs(row_map.rows(part, features, y))
+            total += Ay[:, :-1].T @ (Ay @ np.abs(theta_y))
+    return total
+
+
+class HeldRows:
+    """The training rows on the device, filled one block at a time: Ay = [A y] (n, p + 1), so that
+    r = Ay theta_y = A theta - y is one product, and G = 2/n A^T (p, n) so the gradient is another.
+    theta_y (p + 1,), grad (p,): the model's parameters (last entry -1) and gradient, used in place;
+    slots: epochs whose residuals may wait between host syncs."""
+
+    def __init__(self, design: Design, row_map: RowMap, theta_y: torch.Tensor, grad: torch.Tensor, slots: int):
+        n, p = design.n, design.n_params
+        self.n, self.theta_y, self.theta, self.grad = n, theta_y, theta_y[:-1], grad
+        self.Ay = torch.empty((n, p + 1), dtype=theta_y.dtype, device=theta_y.device)
+        row = 0
+        for features, y in design.blocks():
+            self.Ay[row:row + len(y)].copy_(torch.from_numpy(row_map.rows(design, features, y)))
+            row += len(y)
+        self.A = self.Ay[:, :p]
+        self.G = torch.empty((p, n), dtype=theta_y.dtype, device=theta_y.device).copy_(self.A.t()).mul_(2 / n)
+        self.r = torch.empty(n, dtype=theta_y.dtype, device=theta_y.device)
+        # Small designs keep each epoch's residual in a ring of `slots` rows, squared and summed once a
+        # check: there a dot product per epoch costs a third of the epoch.
+        self.ring = torch.empty((slots, n), dtype=theta_y.dtype, device=theta_y.device).unbind(0) \
+            if n <= RING_ROWS else None
+        self.slot = 0
+
+    def full(self) -> torch.Tensor:
+        """n times the MSE at theta (a new tensor); its gradient into grad."""
+        torch.mv(self.Ay, self.theta_y, out=self.r)
+        torch.mv(self.G, self.r, out=self.grad)
+        return torch.dot(self.r, self.r)
+
+    def descend(self, lr: float) -> torch.Tensor:
+        """A plain gradient step: torch.optim.SGD's p.add_(g, alpha=-lr) with g = G r, fused into one
+        gemv (theta += -lr G r, the same arithmetic). Returns n times the loss before it, or on a
+        ring the residual r itself."""
+        if self.ring is None:
+            torch.mv(self.Ay, self.theta_y, out=self.r)
+            self.theta.addmv_(self.G, self.r, alpha=-lr)
+            return torch.dot(self.r, self.r)
+        r, self.slot = self.ring[self.slot], (self.slot + 1) % len(self.ring)
+        torch.mv(self.Ay, self.theta_y, out=r)
+        self.theta.addmv_(self.G, r, alpha=-lr)
+        return r
+
+    def bound(self) -> torch.Tensor:
+        """|A|^T (|A| |theta| + |y|) (p,), the scale of the gradient's rounding."""
+        absolute = self.Ay.abs()
+        return absolute[:, :-1].t() @ (absolute @ self.theta_y.abs())
+
+    def relative(self, ref: torch.Tensor) -> torch.Tensor:
+        """n (f(theta) - f(ref)) = 2 r.s + s.s, s = A (theta - ref), r the residual of the last
+        full() (at ref); the gradient at theta into grad."""
+        s = self.A @ (self.theta - ref)
+        torch.mv(self.G, self.r + s, out=self.grad)
+        return 2 * torch.dot(self.r, s) + torch.dot(s, s)
+
+    def batches(self, generator: torch.Generator, batch: int) -> Iterator[torch.Tensor]:
+        """[A y] rows (<= batch, p + 1) of each batch, in torch.randperm order."""
+        order = torch.randperm(self.n, generator=generator).to(self.Ay.device)
+        return (self.Ay[order[lo:lo + batch]] for lo in range(0, self.n, batch))
+
+
+class StreamedRows:
+    """The training rows built again block by block at every pass: O(block) memory. Full passes map
+    over design.split(parts) through mapper; mini-batches read shuffled blocks here (their steps are
+    sequential). Arguments as HeldRows'."""
+
+    def __init__(self, design: Design, row_map: RowMap, theta_y: torch.Tensor, grad: torch.Tensor,
+                 mapper: Mapper = local_map, parts: int = 1):
+        self.design, self.row_map, self.mapper, self.parts = design, row_map, mapper, design.split(parts)
+        self.n, self.theta_y, self.theta, self.grad = design.n, theta_y, theta_y[:-1], grad
+        self.blocks = design.split(max(1, -(-design.n // design.table.block_rows)))
+
+    def _host(self, tensor: torch.Tensor) -> np.ndarray:
+        # A host copy per pass is nothing beside reading every row.
+        return tensor.double().cpu().numpy()
+
+    def _merged(self, ref: torch.Tensor | None) -> torch.Tensor:
+        """The parts' sums added in part order; 2/n times the gradient sum into grad."""
+        fn = partial(part_loss_gradient, self.row_map, self._host(self.theta_y), None if ref is None else self._host(ref))
+        loss, grad = 0.0, np.zeros(len(self.grad))
+        for part_loss, part_grad in self.mapper(fn, self.parts):
+            loss, grad = loss + part_loss, grad + part_grad
+        self.grad.copy_(torch.from_numpy(grad * (2 / self.n)))
+        return torch.tensor(loss, dtype=self.grad.dtype, device=self.grad.device)
+
+    def full(self) -> torch.Tensor:
+        """As HeldRows.full."""
+        return self._merged(None)
+
+    def relative(self, ref: torch.Tensor) -> torch.Tensor:
+        """As HeldRows.relative, the residual at ref recomputed block by block."""
+        return self._merged(ref)
+
+    def descend(self, lr: float) -> torch.Tensor:
+        total = self.full()
+        self.theta.add_(self.grad, alpha=-lr)
+        return total
+
+    def bound(self) -> torch.Tensor:
+        parts = self.mapper(partial(part_bound, self.row_map, self._host(self.theta_y)), self.parts)
+        return torch.from_numpy(sum(parts, np.zeros(len(self.grad))))
+
+    def batches(self, generator: torch.Generator, batch: int) -> Iterator[torch.Tensor]:
+        """Batches of `batch` rows from the blocks in random order, each block's rows shuffled;
+        rows left over at a block's end open the next batch."""
+        carry = None
+        for j in torch.randperm(len(self.blocks), generator=generator).tolist():
+            for features, y in self.blocks[j].blocks():
+                perm = torch.randperm(len(y), generator=generator).numpy()
+                if not len(y):
+                    continue
+                Ay = torch.from_numpy(self.row_map.rows(self.design, features[perm], y[perm])).to(self.theta_y)
+                Ay = Ay if carry is None else torch.cat([carry, Ay])
+                cut = len(Ay) - len(Ay) % batch
+                yield from (Ay[lo:lo + batch] for lo in range(0, cut, batch))
+                carry = Ay[cut:] if cut < len(Ay) else None
+        if carry is not None:
+            yield carry
+
+
+# What training steps on: rows held on the device or streamed.
+TrainingRows = HeldRows | StreamedRows
