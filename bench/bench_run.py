@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.bench_exact_scale import CHILD_TIMEOUT_S
-from bench.common import (BIN, CACHE, ROOT, Measured, bench_env, dataset, markdown_table, measure, mib, python,
+from bench.common import (CACHE, ROOT, Measured, bench_env, dataset, markdown_table, measure, mib, python,
                           ratio, rows_name, secs)
 from tests.prefect_server import prefect_server
 
@@ -43,10 +43,11 @@ def critical_path(timings: dict[str, float]) -> float:
     side_by_side = max(timings.get("exact", 0.0), timings.get("sgd", 0.0))
     return side_by_side + sum(v for k, v in timings.items() if k not in ("exact", "sgd"))
 
+
 def whole_run(data: Path, env: dict[str, str], work: Path) -> tuple[Measured, dict[str, float]]:
     """`linreg run DATA` with fresh artifacts and data folders: the process and the manifest's timings."""
     folder = Path(tempfile.mkdtemp(dir=work))
-    argv = [str(BIN / "linreg"), "run", str(data), "--artifacts-dir", str(folder / "artifacts"),
+    argv = [*python("-m", "flows"), "run", str(data), "--artifacts-dir", str(folder / "artifacts"),
             "--data-dir", str(folder / "data"), *RUN_OPTIONS]
     run = measure(argv, env, CHILD_TIMEOUT_S)
     if run.returncode != 0:

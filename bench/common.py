@@ -59,7 +59,9 @@ def bench_env(home: Path) -> dict[str, str]:
 
 def measure(argv: list[str], env: dict[str, str], timeout: float) -> Measured:
     """Run argv in the repository root in a session of its own; on timeout, SIGKILL that session."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile(prefix="peak-") as peak:
+        env = dict(env, BENCH_PEAK_FILE=peak.name)  # written by bench/peak.py when argv is python(...)
         start = time.perf_counter()
         proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=err, start_new_session=True)
         timer = threading.Timer(timeout, _kill_session, (proc.pid,))
@@ -76,7 +78,11 @@ def measure(argv: list[str], env: dict[str, str], timeout: float) -> Measured:
         proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
         out.seek(0)
         err.seek(0)
-        return Measured(seconds, usage.ru_maxrss * 1024, proc.returncode,
+        reported = Path(peak.name).read_text(encoding="ascii").strip()
+        # ru_maxrss only when the child could not say (killed; not run through python()): it
+        # includes the parent's size at spawn (see bench/peak.py).
+        peak_rss = int(reported) if reported else usage.ru_maxrss * 1024
+        return Measured(seconds, peak_rss, proc.returncode,
                         out.read().decode(errors="replace"), err.read().decode(errors="replace"))
 
 
@@ -88,8 +94,9 @@ def _kill_session(pid: int) -> None:
 
 
 def python(*args: str) -> list[str]:
-    """argv of this interpreter (the project's venv) running args."""
-    return [sys.executable, *args]
+    """argv of this interpreter (the project's venv) running args, through bench/peak.py so that
+    measure() gets the child's own peak RSS."""
+    return [sys.executable, "-m", "bench.peak", *args]
 
 
 def rows_name(rows: int) -> str:

@@ -82,10 +82,10 @@ def test_comparison_doc_holds_every_comparison_field_as_json():
     """comparison.json: the contract's fields and the remedies, as plain JSON values."""
     design = tutorial_design()
     exact = fit_exact(design)
-    sgd = train_sgd(design, TrainConfig(device="cpu", epochs=3, lr=1e-6))  # far from done
+    sgd = train_sgd(design, TrainConfig(device="cpu", epochs=3, lr=1e-6))  # far from done: out of epochs
     comparison = compare_fits(design, exact, sgd, rtol=1e-6)
     doc = jsonable(comparison_doc(comparison))
     assert {"max_abs_diff", "max_rel_diff", "exact_mse", "sgd_mse", "excess_mse", "converged"} <= doc.keys()
-    assert doc["converged"] is False and doc["remedies"] == ["--precondition", "--optimizer lbfgs"]
+    assert doc["converged"] is False and doc["remedies"] == ["more --epochs", "--precondition", "--optimizer lbfgs"]
     assert doc["sgd_mse"] == comparison.sgd_mse and doc["excess_mse"] == comparison.sgd_mse - comparison.exact_mse
     assert json.loads(json.dumps(doc, allow_nan=False)) == doc
