@@ -37,6 +37,7 @@ TrainTimeout = Annotated[float, typer.Option(
 Rtol = Annotated[Optional[float], typer.Option(help="Relative tolerance of the converged verdict (default 1e-6, float32: 1e-4).")]
 ArtifactsDir = Annotated[Path, typer.Option(help="Where version folders are written.")]
 DataDir = Annotated[Path, typer.Option(help="Where validated/<sha256>.parquet is stored.")]
+Alpha = Annotated[float, typer.Option(help="Confidence intervals at level 1 - alpha.")]
 Precondition = Annotated[bool, typer.Option(
     "--precondition", help="Train on the orthonormal basis of the design and map the weights back exactly.")]
 Dask = Annotated[Optional[str], typer.Option(
@@ -72,7 +73,7 @@ def _config(data: Path, target: str, features: str | None, degree: int, no_inter
             optimizer: str, lr: str, epochs: int, batch_size: int | None, tol: float,
             standardize: bool, seed: int, device: str, dtype: str, rtol: float | None,
             artifacts_dir: Path, data_dir: Path, train_timeout: float = 3600.0,
-            precondition: bool = False):
+            precondition: bool = False, alpha: float = 0.05):
     """Options -> RunConfig, checked before anything runs (a bad option is exit 2, nothing written)."""
     from tasks.config import build_config
 
@@ -94,7 +95,7 @@ def _config(data: Path, target: str, features: str | None, degree: int, no_inter
         data=data, target=target, features=names, degree=degree, intercept=not no_intercept,
         optimizer=optimizer, lr=lr_value, epochs=epochs, batch_size=batch_size, tol=tol,
         standardize=standardize, seed=seed, device=device, dtype=dtype, rtol=rtol, precondition=precondition,
-        artifacts_dir=artifacts_dir, data_dir=data_dir,
+        artifacts_dir=artifacts_dir, data_dir=data_dir, alpha=alpha,
         timeout=None if train_timeout == 0 else train_timeout,
     )
 
@@ -119,12 +120,13 @@ def run(
     standardize: Standardize = True, seed: Seed = 0, device: Device = "auto",
     dtype: Dtype = "float64", rtol: Rtol = None,
     artifacts_dir: ArtifactsDir = Path("artifacts"), data_dir: DataDir = Path("data"),
-    train_timeout: TrainTimeout = 3600.0, precondition: Precondition = False, dask: Dask = None,
+    train_timeout: TrainTimeout = 3600.0, precondition: Precondition = False, alpha: Alpha = 0.05,
+    dask: Dask = None,
 ) -> None:
     """Run the pipeline once; the last line on stdout is the new version folder."""
     config = _config(data, target, features, degree, no_intercept, optimizer, lr, epochs, batch_size,
                      tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir, train_timeout,
-                     precondition)
+                     precondition, alpha)
     runner = None
     if dask is not None:
         from flows.dask import task_runner
@@ -164,7 +166,7 @@ def serve(
     standardize: Standardize = True, seed: Seed = 0, device: Device = "auto",
     dtype: Dtype = "float64", rtol: Rtol = None,
     artifacts_dir: ArtifactsDir = Path("artifacts"), data_dir: DataDir = Path("data"),
-    train_timeout: TrainTimeout = 3600.0, precondition: Precondition = False,
+    train_timeout: TrainTimeout = 3600.0, precondition: Precondition = False, alpha: Alpha = 0.05,
     cron: Annotated[Optional[str], typer.Option(help="Cron schedule, e.g. '0 6 * * *'.")] = None,
     interval: Annotated[Optional[float], typer.Option(help="Seconds between runs.")] = None,
     name: Annotated[str, typer.Option(help="Deployment name.")] = "linreg-scheduled",
@@ -172,7 +174,7 @@ def serve(
     """Serve the flow as a deployment on a schedule, against the Prefect API in PREFECT_API_URL."""
     config = _config(data, target, features, degree, no_intercept, optimizer, lr, epochs, batch_size,
                      tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir, train_timeout,
-                     precondition)
+                     precondition, alpha)
     _preflight(config)
     from flows.schedule import serve_flow
 

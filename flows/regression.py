@@ -41,10 +41,10 @@ def _pass_mapper():
 
 
 @task(name="build-documents")
-def build_documents(design, exact, sgd, comparison) -> dict:
+def build_documents(design, exact, sgd, comparison, alpha: float) -> dict:
     """coefficients.json (its drift is added as it is written), comparison.json, loss_history.parquet."""
     return {
-        "coefficients.json": coefficients_doc(design, exact, sgd, comparison),
+        "coefficients.json": coefficients_doc(design, exact, sgd, comparison, alpha),
         "comparison.json": comparison_doc(comparison),
         "loss_history.parquet": loss_history_parquet(sgd),
     }
@@ -79,7 +79,7 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
         comparison = compare_fits_task(design, exact, sgd, config.converged_rtol, mapper, parts)
     with _timed(timings, "plots"):
         images = make_plots(design, exact, sgd, mapper, parts)
-    documents = build_documents(design, exact, sgd, comparison)
+    documents = build_documents(design, exact, sgd, comparison, config.alpha)
     manifest = manifest_doc(
         parameters=jsonable(config.model_dump(mode="json")),
         data={"source": data.source, "sha256": data.sha256, "rows": data.rows, "parquet": data.path},

@@ -83,6 +83,8 @@ class RunConfig(BaseModel):
     # The comparison calls SGD converged when every parameter is within this relative error of
     # the exact one. None: 1e-6 for float64, 1e-4 for float32 (about 1000 ulp of float32).
     rtol: float | None = Field(None, gt=0, lt=1)
+    # Confidence intervals at level 1 - alpha, statsmodels' default.
+    alpha: float = Field(0.05, gt=0, lt=1)
 
     @property
     def converged_rtol(self) -> float:

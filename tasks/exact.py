@@ -38,6 +38,8 @@ class ExactFit:
     adj_r_squared: float
     residual_std: float
     rss: float
+    # Total sum of squares: centered with an intercept, sum y^2 without (as R^2 and F use it).
+    tss: float
     mse: float
     dof: int
     # 2-norm condition number of the raw design [1, terms] and of its centered/scaled twin.
@@ -139,6 +141,7 @@ def fit_exact(design: Design, geometry: Geometry | None = None, mapper: Mapper =
         adj_r_squared=float(adj),
         residual_std=float(np.sqrt(sigma2)),
         rss=rss,
+        tss=tss,
         mse=rss / n,
         dof=dof,
         condition_number=cond_raw,

@@ -16,9 +16,10 @@ import pyarrow.parquet as pq
 from tasks.compare import Comparison
 from tasks.kernels.design import Design
 from tasks.exact import ExactFit
+from tasks.inference import infer
 from tasks.sgd import SGDResult
 
-PACKAGES = ("linreg-flow", "prefect", "torch", "numpy", "pandas", "pyarrow", "matplotlib", "pydantic", "threadpoolctl")
+PACKAGES = ("linreg-flow", "prefect", "torch", "numpy", "pandas", "pyarrow", "matplotlib", "pydantic", "scipy", "threadpoolctl")
 
 
 def jsonable(value: object) -> object:
@@ -37,8 +38,18 @@ def jsonable(value: object) -> object:
     return value
 
 
-def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison: Comparison) -> dict:
-    """coefficients.json: the contract's fields, exact and SGD side by side."""
+def _split(values: tuple, intercept: bool) -> dict:
+    """{"intercept": first or None, "coefficients": the rest}, as coefficients.json nests parameters."""
+    values = [list(v) if isinstance(v, tuple) else v for v in values]
+    return {"intercept": values[0] if intercept else None, "coefficients": values[int(intercept):]}
+
+
+def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison: Comparison,
+                     alpha: float = 0.05) -> dict:
+    """coefficients.json: the contract's fields, exact (with statsmodels' inference at level
+    1 - alpha) and SGD side by side."""
+    stats = infer(exact, design.n, alpha)
+    k = design.intercept
     return {
         "target": design.target,
         "terms": list(design.term_names),
@@ -54,6 +65,17 @@ def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison
             "dof": exact.dof,
             "condition_number": exact.condition_number,
             "condition_number_scaled": exact.condition_number_scaled,
+            "t_values": _split(stats.t_values, k),
+            "p_values": _split(stats.p_values, k),
+            "conf_int": _split(stats.conf_int, k),
+            "alpha": stats.alpha,
+            "f_statistic": stats.f_statistic,
+            "f_pvalue": stats.f_pvalue,
+            "log_likelihood": stats.log_likelihood,
+            "aic": stats.aic,
+            "bic": stats.bic,
+            "df_model": stats.df_model,
+            "df_resid": stats.df_resid,
             "refinement_steps": exact.refinement_steps,
             "warnings": list(exact.notes),
         },
