@@ -159,6 +159,17 @@ def versions(artifacts_dir: ArtifactsDir = Path("artifacts")) -> None:
 
 
 @app.command()
+def show(
+    version: Annotated[str, typer.Argument(help="A version name, a path to one, or 'latest'.")] = "latest",
+    artifacts_dir: ArtifactsDir = Path("artifacts"),
+) -> None:
+    """Print a plain-text summary of one version (default: latest)."""
+    from flows.show import resolve_version, summary_text
+
+    print(summary_text(resolve_version(artifacts_dir, version)))
+
+
+@app.command()
 def serve(
     data: Data = Path("data/seed.csv"), target: Target = "y", features: Features = None,
     degree: Degree = 1, no_intercept: NoIntercept = False, optimizer: OptimizerOpt = "sgd",

@@ -376,3 +376,26 @@ def test_bad_input_does_not_create_missing_output_folders(tmp_path, cli_env):
                     cwd=tmp_path, env=cli_env)
     assert_rejected(result, [r"nope\.csv"])
     assert list(tmp_path.iterdir()) == []
+
+
+def test_linreg_show_prints_the_latest_version_as_statsmodels_would(default_run, workspace, cli_env):
+    """`linreg show` (default latest) prints the model, each coefficient with its standard error,
+    t, p-value and interval as in coefficients.json, the model statistics and the verdict; an
+    unknown version is exit 2 with one line."""
+    version_from_stdout(default_run)
+    path = (workspace / "artifacts" / "latest").resolve()  # other tests' runs may have come after
+    shown = linreg("show", cwd=workspace, env=cli_env)
+    assert shown.returncode == 0, shown.stderr
+    exact = read_json(path / "coefficients.json")["exact"]
+    text = shown.stdout
+    assert path.name in text and "y ~ 1 + x" in text and "exact least squares" in text
+    row = next(line for line in text.splitlines() if line.startswith("x "))
+    values = [float(v) for v in row.split()[1:]]
+    expected = [exact["coefficients"][0], exact["std_errors"]["coefficients"][0], exact["t_values"]["coefficients"][0],
+                exact["p_values"]["coefficients"][0], *exact["conf_int"]["coefficients"][0]]
+    assert values == pytest.approx(expected, rel=1e-2)
+    assert f"AIC {exact['aic']:.6g}" in text and read_json(path / "comparison.json")["summary"] in text
+    assert linreg("show", path.name, cwd=workspace, env=cli_env).stdout == text
+    missing = linreg("show", "19990101T000000000000Z-deadbeef", cwd=workspace, env=cli_env)
+    assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
+    assert "no such version folder" in missing.stderr

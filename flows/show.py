@@ -1,0 +1,73 @@
+"""`linreg show [VERSION]`: one version as a plain-text summary, statsmodels-style."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tasks.artifacts import LATEST, read_version
+from tasks.errors import UserInputError
+
+
+def resolve_version(artifacts_dir: Path, version: str) -> Path:
+    """A version folder from its name, a path to it, or `latest`; UserInputError when absent."""
+    candidates = [Path(version), artifacts_dir / version]
+    for path in candidates:
+        if path.is_dir() and (path / "manifest.json").exists():
+            return path.resolve()
+    raise UserInputError(f"version {version!r}: no such version folder (looked in {artifacts_dir})"
+                         if version != LATEST else f"option --artifacts-dir: {artifacts_dir} holds no version yet")
+
+
+def _num(value: object, spec: str = ".6g") -> str:
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
+
+
+def _params(block: dict, intercept: bool) -> list:
+    """A {"intercept", "coefficients"} block as one list, intercept first when the model has one."""
+    return ([block.get("intercept")] if intercept else []) + list(block.get("coefficients", []))
+
+
+def summary_text(path: Path) -> str:
+    """The summary of the version folder at path (it must be sound: its hashes match)."""
+    docs = read_version(path)
+    if docs.damage:
+        raise UserInputError(f"{path}: damaged version ({docs.damage})")
+    coef, comp, manifest = docs.coefficients, docs.comparison, docs.manifest
+    exact, sgd, data = coef["exact"], coef["sgd"], manifest.get("data", {})
+    intercept = bool(coef["intercept"])
+    names = (["intercept"] if intercept else []) + list(coef["terms"])
+    alpha = exact.get("alpha", 0.05)
+    lo, hi = f"[{alpha / 2:g}", f"{1 - alpha / 2:g}]"
+    width = max(len(n) for n in names) + 2
+    head = f"{'':<{width}}{'coef':>14}{'std err':>12}{'t':>10}{'P>|t|':>10}{lo:>14}{hi:>14}"
+    rows = []
+    for name, b, se, t, p, ci in zip(names, _params(exact, intercept), _params(exact["std_errors"], intercept),
+                                      _params(exact["t_values"], intercept), _params(exact["p_values"], intercept),
+                                      _params(exact["conf_int"], intercept)):
+        rows.append(f"{name:<{width}}{_num(b, '14.6g')}{_num(se, '12.4g')}{_num(t, '10.3f')}{_num(p, '10.3g')}"
+                    f"{_num(ci[0], '14.6g')}{_num(ci[1], '14.6g')}")
+    model = f"{coef['target']} ~ {' + '.join((['1'] if intercept else []) + list(coef['terms']))}"
+    sgd_params = ", ".join(f"{n} {_num(v, '.10g')}" for n, v in zip(names, _params(sgd, intercept)))
+    drift = coef.get("drift") or {}
+    lines = [
+        f"version   {manifest.get('version', path.name)}  (created {manifest.get('created_at', '?')})",
+        f"data      {data.get('source', '?')}  ({data.get('rows', '?')} rows, sha256 {str(data.get('sha256', ''))[:12]})",
+        f"model     {model}: exact least squares",
+        "",
+        head,
+        *rows,
+        "",
+        f"R² {_num(exact.get('r_squared'))}   adj. R² {_num(exact.get('adj_r_squared'))}   "
+        f"F {_num(exact.get('f_statistic'))} (p {_num(exact.get('f_pvalue'), '.3g')})",
+        f"log-likelihood {_num(exact.get('log_likelihood'))}   AIC {_num(exact.get('aic'))}   "
+        f"BIC {_num(exact.get('bic'))}",
+        f"residual SD {_num(exact.get('residual_std'))} on {exact.get('df_resid', exact.get('dof'))} degrees of "
+        f"freedom; condition number {_num(exact.get('condition_number_scaled'), '.3g')} after scaling",
+        "",
+        f"SGD (torch {sgd.get('optimizer')}, lr {_num(sgd.get('lr'), '.3g')}, {sgd.get('epochs')} epochs, "
+        f"stop {sgd.get('stop_reason')}): {sgd_params}",
+        f"verdict   {comp.get('summary', '?')}",
+        f"drift     " + (f"max relative change {_num(drift.get('max_rel_change'), '.3g')} since {drift['since']}"
+                         if drift.get("since") else "first version of this model"),
+    ]
+    return "\n".join(lines)
