@@ -82,6 +82,17 @@ def drift(previous: dict | None, previous_version: str | None, doc: dict) -> dic
     }
 
 
+def _flat(doc: dict, field: str) -> list:
+    """An exact-fit {"intercept", "coefficients"} field as one list in parameter order (None where
+    absent, e.g. a document written before the field existed)."""
+    block = doc["exact"].get(field) or {}
+    head = [block.get("intercept")] if doc["intercept"] else []
+    values = head + list(block.get("coefficients") or [])
+    n = len(doc["terms"]) + int(doc["intercept"])
+    values += [None] * (n - len(values))
+    return [(None, None) if field == "conf_int" and v is None else v for v in values]
+
+
 def summary_markdown(doc: dict, comparison: Comparison, version_path: str, moved: dict,
                      images: dict[str, bytes], files: list[str]) -> str:
     """The run's summary: coefficients side by side, verdict, fit statistics, drift, plots, files.
@@ -93,19 +104,23 @@ def summary_markdown(doc: dict, comparison: Comparison, version_path: str, moved
     _, sg = parameters(doc, "sgd")
     changes = moved["changes"] or {}
     verdict = "converged" if comparison.converged else "not converged"
+    inference = [_flat(doc, field) for field in ("std_errors", "t_values", "p_values", "conf_int")]
+    alpha = exact.get("alpha", 0.05)
+    ci = f"{100 * (1 - alpha):g}% interval"
     terms = ["1"] * doc["intercept"] + [escape_markdown(t) for t in doc["terms"]]
     lines = [
         f"# {escape_markdown(doc['target'])} ~ {' + '.join(terms)}",
         "",
         f"**Verdict: {verdict}.** {comparison.summary}.",
         "",
-        "| parameter | exact least squares | torch SGD | abs. difference | change since previous |",
-        "| --- | ---: | ---: | ---: | ---: |",
+        f"| parameter | exact least squares | std. error | t | P>\\|t\\| | {ci} | torch SGD "
+        "| abs. difference | change since previous |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, a, b in zip(names, ex, sg):
+    for name, a, b, se, t, p, (lo, hi) in zip(names, ex, sg, *inference):
         diff = abs(b - a) if a is not None and b is not None else None
-        lines.append(f"| {escape_markdown(name)} | {_fmt(a)} | {_fmt(b)} | {_fmt(diff)} "
-                     f"| {_fmt(changes.get(name))} |")
+        lines.append(f"| {escape_markdown(name)} | {_fmt(a)} | {_fmt(se)} | {_fmt(t)} | {_fmt(p)} "
+                     f"| {_fmt(lo)} to {_fmt(hi)} | {_fmt(b)} | {_fmt(diff)} | {_fmt(changes.get(name))} |")
     since = (f"drift since {escape_markdown(moved['since'])}: largest relative change "
              f"{_fmt(moved['max_rel_change'])}"
              if moved["since"] else "first version of this model: no drift yet")
@@ -113,6 +128,9 @@ def summary_markdown(doc: dict, comparison: Comparison, version_path: str, moved
         "",
         f"- R² **{_fmt(exact['r_squared'])}**, adjusted {_fmt(exact['adj_r_squared'])}, "
         f"residual SD {_fmt(exact['residual_std'])}",
+        f"- F {_fmt(exact.get('f_statistic'))} (p {_fmt(exact.get('f_pvalue'))}), log-likelihood "
+        f"{_fmt(exact.get('log_likelihood'))}, AIC {_fmt(exact.get('aic'))}, BIC {_fmt(exact.get('bic'))}, "
+        f"{exact.get('df_resid', exact.get('dof'))} residual degrees of freedom",
         f"- condition number {_fmt(exact['condition_number'])} (scaled design "
         f"{_fmt(exact['condition_number_scaled'])})",
         f"- SGD: {sgd['optimizer']}, lr {_fmt(sgd['lr'])}, {sgd['epochs']} epochs ({sgd['stop_reason']}), "

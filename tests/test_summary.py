@@ -67,7 +67,10 @@ def test_summary_shows_table_verdict_statistics_drift_images_and_files():
     moved = drift(_doc(1.0, 1.0), "v0", doc)
     text = summary_markdown(doc, _Comparison(), "/tmp/v1", moved, {"fit.png": b"\0\0\0"},
                             ["coefficients.json", "fit.png"])
-    assert "| intercept | 1 | 0.9 |" in text and "| x | 2 | 2.1 |" in text
+    rows = {line.split(" | ")[0]: line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
+    # parameter, exact, std. error, t, P>|t|, interval, SGD, difference, change (no inference in this doc)
+    assert rows["| intercept"][1] == "1" and rows["| intercept"][6] == "0.9"
+    assert rows["| x"][1] == "2" and rows["| x"][6] == "2.1" and rows["| x"][2] == "—"
     assert "not converged" in text and "R² **0.9**" in text and "condition number 9.5" in text
     assert "drift since v0" in text and "![fit](data:image/png;base64,AAAA)" in text
     assert "**warning:** the design is ill-conditioned" in text
@@ -126,7 +129,7 @@ def test_an_escaped_name_renders_as_exactly_that_text(name):
 
 
 def test_hostile_names_keep_the_summary_table_and_inject_nothing():
-    """Hostile target, terms, version path and file names: the table keeps one row of five cells per
+    """Hostile target, terms, version path and file names: the table keeps one row of nine cells per
     parameter with the literal names, the markdown has no raw '<', and the only links are ours."""
     doc = _hostile_doc()
     folder = "/tmp/<b>v|1</b>/[x](javascript:alert(1))"
@@ -142,7 +145,7 @@ def test_hostile_names_keep_the_summary_table_and_inject_nothing():
     assert [unquote(h.removeprefix("file://")) for h in hrefs] == [f"{folder}/{f}" for f in files]
     rows = re.findall(r"<tr>(.*?)</tr>", html_out, flags=re.S)
     cells = [re.findall(r"<t[hd][^>]*>(.*?)</t[hd]>", row, flags=re.S) for row in rows]
-    assert [len(c) for c in cells] == [5] * (2 + len(HOSTILE)), "header, intercept, one row per term"
+    assert [len(c) for c in cells] == [9] * (2 + len(HOSTILE)), "header, intercept, one row per term"
     assert [html.unescape(c[0]) for c in cells[2:]] == [_shown(n) for n in HOSTILE]
     heading = re.search(r"<h1>(.*?)</h1>", html_out).group(1)
     assert html.unescape(heading) == "y<b>|* ~ 1 + " + " + ".join(map(_shown, HOSTILE))
