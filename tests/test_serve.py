@@ -226,7 +226,7 @@ def hostile_run(server, tmp_path_factory) -> dict:
 def test_the_ui_shows_hostile_names_as_literal_text(hostile_run, tmp_path):
     """Headless Chromium: names with |, *, `, <b>, <img onerror>, <script>, a javascript: link and a
     newline show as literal text in the summary's heading and table and in the table artifact; one
-    row of five cells per parameter; no element, emphasis, link or alert comes out of them."""
+    row of nine cells per parameter; no element, emphasis, link or alert comes out of them."""
     from playwright.sync_api import sync_playwright
 
     names = ["intercept", *map(_shown, HOSTILE_FEATURES)]
@@ -242,7 +242,7 @@ def test_the_ui_shows_hostile_names_as_literal_text(hostile_run, tmp_path):
             summary.locator("table tbody tr").first.wait_for(timeout=60_000)
             cells = summary.locator("table tbody tr").evaluate_all(
                 "rows => rows.map(r => Array.from(r.querySelectorAll('td'), td => td.textContent))")
-            assert [len(row) for row in cells] == [5] * len(names), cells
+            assert [len(row) for row in cells] == [9] * len(names), cells
             assert [row[0] for row in cells] == names
             heading = summary.locator("h1").inner_text()
             assert heading == f"{HOSTILE_TARGET} ~ 1 + " + " + ".join(names[1:])
