@@ -170,17 +170,6 @@ def residual_sum_squares(design: Design, params: np.ndarray, mapper: Mapper = lo
     return float(_sums(design.split(parts), beta, None, False, mapper)[RSS])
 
 
-def residual_of(design: Design, params: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """y - X params in double-double, (n,) each. Reads the whole design: tests and tiny data only."""
-    beta = _split_params([Fraction(float(v)) for v in params])
-    ws, chunks = _Workspace(design, beta, 0), []
-    for features, y in design.blocks():
-        for a in range(0, len(y), ws.chunk):
-            X, Xl = ws.terms(design, features[a:a + ws.chunk])
-            chunks.append(_residual(design, ws, X, Xl, dd.split(X), y[a:a + ws.chunk], beta))
-    return np.concatenate([h for h, _ in chunks]), np.concatenate([lo for _, lo in chunks])
-
-
 def _rss_after_step(rss: Fraction, g: list[Fraction], delta: list[Fraction], Ru: np.ndarray,
                     cond: float) -> Fraction | None:
     """RSS(beta + delta) without a pass over the data, or None when it cannot be trusted.
