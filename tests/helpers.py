@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -44,3 +45,10 @@ def max_rel_error(actual: np.ndarray | Sequence, expected: np.ndarray | Sequence
     a = np.asarray(actual, dtype=np.float64)
     e = np.asarray(expected, dtype=np.float64)
     return float(np.max(np.abs(a - e) / np.abs(e)))
+
+
+def seed_workspace(root: Path, seed_csv_text: str) -> Path:
+    """A working folder laid out like the project: data/seed.csv and nothing else."""
+    (root / "data").mkdir()
+    (root / "data" / "seed.csv").write_text(seed_csv_text)
+    return root

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import seed_workspace
+
 LINREG = Path(sys.prefix) / "bin" / "linreg"
 CONTRACT_FILES = {"coefficients.json", "comparison.json", "loss_history.parquet", "fit.png", "loss.png",
                   "manifest.json"}
@@ -82,11 +84,7 @@ def read_json(path: Path) -> dict:
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, seed_csv_text) -> Path:
-    """A working folder laid out like the project: data/seed.csv and nothing else."""
-    root = tmp_path_factory.mktemp("cli-workspace")
-    (root / "data").mkdir()
-    (root / "data" / "seed.csv").write_text(seed_csv_text)
-    return root
+    return seed_workspace(tmp_path_factory.mktemp("cli-workspace"), seed_csv_text)
 
 
 @pytest.fixture(scope="module")

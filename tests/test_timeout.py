@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.prefect_server import BIN, cli_env, prefect_server
+from tests.helpers import seed_workspace
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +25,7 @@ def api_url(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, seed_csv_text) -> Path:
-    root = tmp_path_factory.mktemp("timeout-workspace")
-    (root / "data").mkdir()
-    (root / "data" / "seed.csv").write_text(seed_csv_text)
-    return root
+    return seed_workspace(tmp_path_factory.mktemp("timeout-workspace"), seed_csv_text)
 
 
 def linreg_run(api_url: str, root: Path, *args: str) -> subprocess.CompletedProcess:
