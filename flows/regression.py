@@ -5,21 +5,26 @@
 # RunConfig class, also when a deployment loads this file by path.
 import time
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Optional
 
 from prefect import flow, get_run_logger, task
 from prefect.context import FlowRunContext
+from prefect.states import Failed
 
+from tasks.alerts import emit_alerts, find_alerts
 from tasks.artifacts import publish_summary, write_artifacts
 from tasks.compare import compare_fits_task
 from tasks.config import RunConfig
+from tasks.errors import AlertRaised
 from tasks.exact import fit_exact_task
 from tasks.faults import crash_point
 from tasks.ingest import Prepared, prepare_data_task
 from tasks.kernels.passes import local_map
 from tasks.plots import make_plots
-from tasks.report import coefficients_doc, comparison_doc, jsonable, loss_history_parquet, manifest_doc
+from tasks.report import coefficients_doc, comparison_doc, design_doc, jsonable, loss_history_parquet, manifest_doc
 from tasks.sgd import train_sgd_task
+from tasks.sgd_model import sgd_model_bytes
 
 
 @contextmanager
@@ -41,12 +46,15 @@ def _pass_mapper():
 
 
 @task(name="build-documents")
-def build_documents(design, exact, sgd, comparison, alpha: float) -> dict:
-    """coefficients.json (its drift is added as it is written), comparison.json, loss_history.parquet."""
+def build_documents(design, geometry, exact, sgd, comparison, alpha: float) -> dict:
+    """coefficients.json (its drift is added as it is written), comparison.json, loss_history.parquet,
+    design.json and sgd_model.pt."""
     return {
-        "coefficients.json": coefficients_doc(design, exact, sgd, comparison, alpha),
+        "coefficients.json": coefficients_doc(design, exact, sgd, comparison, alpha, geometry),
         "comparison.json": comparison_doc(comparison),
         "loss_history.parquet": loss_history_parquet(sgd),
+        "design.json": design_doc(design, geometry, exact),
+        "sgd_model.pt": sgd_model_bytes(design, sgd),
     }
 
 
@@ -79,7 +87,7 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
         comparison = compare_fits_task(design, exact, sgd, config.converged_rtol, mapper, parts)
     with _timed(timings, "plots"):
         images = make_plots(design, exact, sgd, mapper, parts)
-    documents = build_documents(design, exact, sgd, comparison, config.alpha)
+    documents = build_documents(design, data.geometry, exact, sgd, comparison, config.alpha)
     manifest = manifest_doc(
         parameters=jsonable(config.model_dump(mode="json")),
         data={"source": data.source, "sha256": data.sha256, "rows": data.rows, "parquet": data.path},
@@ -89,5 +97,13 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
     # Drift is measured while the version is named, against the newest version at that moment.
     version = write_artifacts(str(config.artifacts_dir), data.sha256, documents | images, manifest)
     crash_point("published")
-    publish_summary(version.coefficients, comparison, version.path, images)
+    alerts = find_alerts(version.coefficients, comparison, config.max_drift, Path(version.path).name)
+    if alerts:
+        emit_alerts(alerts, version.path)
+    messages = tuple(a.message for a in alerts)
+    publish_summary(version.coefficients, comparison, version.path, images, messages)
+    if alerts and config.fail_on_drift:
+        # A Failed state, not a raise: the run fails with this message and no traceback in its logs.
+        message = "; ".join(messages)
+        return Failed(message=message, data=AlertRaised(version.path, message))
     return version.path

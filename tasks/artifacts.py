@@ -182,11 +182,13 @@ def write_artifacts(artifacts_dir: str, sha256: str, documents: dict[str, bytes 
 
 
 @task(name="publish-summary", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
-def publish_summary(doc: dict, comparison, version_path: str, images: dict[str, bytes]) -> None:
+def publish_summary(doc: dict, comparison, version_path: str, images: dict[str, bytes],
+                    alerts: tuple[str, ...] = ()) -> None:
     """Show the run's summary (with its plots inline) and coefficient table in the Prefect UI.
 
-    images: file name -> the PNG bytes written to the version folder (rendered once).
+    images: file name -> the PNG bytes written to the version folder (rendered once); alerts: the
+    messages of the run's alerts, the summary's first line.
     """
     files = sorted(p.name for p in Path(version_path).iterdir())
-    markdown = summary_markdown(doc, comparison, version_path, doc["drift"], images, files)
+    markdown = summary_markdown(doc, comparison, version_path, doc["drift"], images, files, alerts)
     publish_to_prefect(markdown, table_rows(doc, comparison, Path(version_path).name, doc["drift"]))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.errors import UserInputError
 
@@ -85,6 +85,18 @@ class RunConfig(BaseModel):
     rtol: float | None = Field(None, gt=0, lt=1)
     # Confidence intervals at level 1 - alpha, statsmodels' default.
     alpha: float = Field(0.05, gt=0, lt=1)
+    # Alerts (tasks/alerts.py): a relative drift of the exact coefficients above max_drift since the
+    # previous version of the same model, or SGD not converged, emits a Prefect event; None: no alerts.
+    max_drift: float | None = Field(None, ge=0)
+    # With alerts, fail the flow run after the version is written.
+    fail_on_drift: bool = False
+
+    @model_validator(mode="after")
+    def _fail_needs_alerts(self) -> RunConfig:
+        if self.fail_on_drift and self.max_drift is None:
+            raise ValueError("option --fail-on-drift: needs --max-drift R (use --max-drift inf to fail only when SGD "
+                             "does not converge)")
+        return self
 
     @property
     def converged_rtol(self) -> float:
@@ -100,6 +112,7 @@ _OPTION_NAMES = {
     "artifacts_dir": "--artifacts-dir",
     "data_dir": "--data-dir",
     "timeout": "--train-timeout",
+    "max_drift": "--max-drift",
 }
 
 
@@ -117,6 +130,8 @@ def build_config(**options: object) -> RunConfig:
         return RunConfig(model=ModelSpec(**model), train=TrainConfig(**train), **top)
     except ValidationError as exc:
         err = exc.errors()[0]
+        if not err["loc"]:  # a check across options names them itself
+            raise UserInputError(err["msg"].removeprefix("Value error, ")) from None
         name = str(err["loc"][0]) if err["loc"] else "?"
         option = _OPTION_NAMES.get(name, "--" + name.replace("_", "-"))
         message = err["msg"].removeprefix("Value error, ")

@@ -1,4 +1,5 @@
-"""The one exception type for mistakes a user can make (bad file, column, row or option)."""
+"""The one exception type for mistakes a user can make (bad file, column, row or option), and the
+failure --fail-on-drift asks for."""
 
 
 class UserInputError(ValueError):
@@ -6,6 +7,14 @@ class UserInputError(ValueError):
 
     The CLI turns it into exit status 2 and one line on stderr.
     """
+
+
+class AlertRaised(RuntimeError):
+    """--fail-on-drift: the run wrote its version (path), then fails on its alerts (the message)."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{message} (--fail-on-drift; the version is written: {path})")
+        self.path = path
 
 
 def retry_unless_user_error(task, task_run, state) -> bool:

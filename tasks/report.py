@@ -1,4 +1,4 @@
-"""The documents of a version (coefficients, comparison, manifest, summary), built in memory."""
+"""The documents of a version (coefficients, comparison, design, manifest, summary), built in memory."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import io
 import math
 import platform
 import sys
+from fractions import Fraction
 from importlib import metadata
 
 import numpy as np
@@ -14,9 +15,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.compare import Comparison
-from tasks.kernels.design import Design
 from tasks.exact import ExactFit
 from tasks.inference import infer
+from tasks.kernels import rational as rq
+from tasks.kernels.design import Design
+from tasks.kernels.tsqr import Geometry, design_geometry
 from tasks.sgd import SGDResult
 
 PACKAGES = ("linreg-flow", "prefect", "torch", "numpy", "pandas", "pyarrow", "matplotlib", "pydantic", "scipy", "threadpoolctl")
@@ -44,10 +47,33 @@ def _split(values: tuple, intercept: bool) -> dict:
     return {"intercept": values[0] if intercept else None, "coefficients": values[int(intercept):]}
 
 
+def cov_params(geometry: Geometry, exact: ExactFit) -> list[list[float]]:
+    """statsmodels' cov_params(), s^2 (X^T X)^-1 with s^2 = rss / dof, in parameter order.
+
+    X = W T^-1 and W^T W = R^T R, so (X^T X)^-1 = M M^T with M = T R^-1: computed on the rationals
+    of T and of the float R and rounded once per entry (X^T X itself would square X's conditioning).
+    """
+    M = rq.matmul(geometry.basis.exact, rq.upper_inverse(rq.fractions(geometry.R)))
+    # Each row of M as integers over one denominator: the p^2 dot products run on ints, not Fractions.
+    rows = []
+    for row in M:
+        d = math.lcm(*(v.denominator for v in row))
+        rows.append(([v.numerator * (d // v.denominator) for v in row], d))
+    s2 = Fraction(exact.rss) / exact.dof
+    p = len(M)
+    cov = [[0.0] * p for _ in range(p)]
+    for i, (u, du) in enumerate(rows):
+        for j in range(i, p):
+            v, dv = rows[j]
+            cov[i][j] = cov[j][i] = float(s2 * Fraction(sum(a * b for a, b in zip(u, v)), du * dv))
+    return cov
+
+
 def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison: Comparison,
-                     alpha: float = 0.05) -> dict:
+                     alpha: float = 0.05, geometry: Geometry | None = None) -> dict:
     """coefficients.json: the contract's fields, exact (with statsmodels' inference at level
-    1 - alpha) and SGD side by side."""
+    1 - alpha, and cov_params) and SGD side by side. geometry: the design's TSQR (None: computed
+    here, a pass over the rows)."""
     stats = infer(exact, design.n, alpha)
     k = design.intercept
     return {
@@ -76,6 +102,7 @@ def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison
             "bic": stats.bic,
             "df_model": stats.df_model,
             "df_resid": stats.df_resid,
+            "cov_params": cov_params(geometry or design_geometry(design), exact),
             "refinement_steps": exact.refinement_steps,
             "warnings": list(exact.notes),
         },
@@ -93,6 +120,31 @@ def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison
             "device": sgd.device,
             "dtype": sgd.dtype,
         },
+    }
+
+
+def design_doc(design: Design, geometry: Geometry, exact: ExactFit) -> dict:
+    """design.json: the exact fit in the design's well-conditioned basis W = X T = Q R, what a
+    prediction needs: W c = X beta with c = T^-1 beta (exact rationals, rounded once), and R for
+    the leverage h = |R^-T w|^2 of a new row w (W^T W = R^T R)."""
+    basis = geometry.basis
+    beta = [Fraction(float(v)) for v in exact.params]
+    c = rq.matvec(rq.upper_inverse(basis.exact), beta)
+    features = design.stats.column(slice(1, None))  # the raw predictor columns (target first)
+    return {
+        "format": "linreg-flow/design/1",
+        "target": design.target,
+        "features": list(design.names),
+        "terms": list(design.term_names),
+        "degree": design.degree,
+        "intercept": design.intercept,
+        "rows": design.n,
+        "basis": {"kind": basis.kind, "shift": [float(v) for v in basis.shift],
+                  "scale": [float(v) for v in basis.scale], "ones": float(basis.ones), "degree": basis.degree},
+        "basis_coefficients": [float(v) for v in c],
+        "r_factor": [[float(v) for v in row] for row in geometry.R],
+        "feature_min": [float(v) for v in features.min],
+        "feature_max": [float(v) for v in features.max],
     }
 
 

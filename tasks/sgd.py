@@ -22,12 +22,14 @@ import torch
 from prefect import get_run_logger, task
 
 from tasks.config import TrainConfig
+from tasks.kernels import rational as rq
 from tasks.kernels.design import Design
 from tasks.kernels.passes import Mapper, local_map
 from tasks.kernels.training_rows import HeldRows, StreamedRows
 from tasks.kernels.tsqr import Geometry, design_geometry
 from tasks.stop_rule import StopRule
-from tasks.training_setup import auto_lr, flat_linear, init_linear, make_optimizer, resolve_device, training_coordinates
+from tasks.training_setup import (Scaling, auto_lr, flat_linear, init_linear, make_optimizer, resolve_device,
+                                  training_coordinates)
 
 __all__ = ["SGDResult", "init_linear", "resolve_device", "train_sgd", "train_sgd_task"]
 
@@ -63,6 +65,11 @@ class SGDResult:
     time_limit: the time limit training ran under, in seconds; None: none.
     distance: the last estimate of max_j |beta_j - beta*_j| / |beta*_j|, from the Newton step of
       the gradient at the final parameters; None when not measured (tol 0).
+    The model as trained (None when not recorded), for sgd_model.pt:
+    trained: (p,) theta = [bias, weight] in training coordinates, in float64 (exact for float32);
+    input_map: (p, q) the float of N[:, k:]: training inputs a = [1, terms] @ input_map (no 1 without
+      an intercept); with one, N's first column is e_0, so the bias acts on X's column of ones;
+    scaling: the standardization; prediction = y_shift + y_scale * (bias + a @ weight).
     """
 
     intercept: float | None
@@ -80,6 +87,9 @@ class SGDResult:
     time_limit: float | None = None
     distance: float | None = None
     precondition: bool = False
+    trained: np.ndarray | None = None
+    input_map: np.ndarray | None = None
+    scaling: Scaling | None = None
 
     @property
     def diverged(self) -> bool:
@@ -224,7 +234,8 @@ def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None
                 break
         if final is None:
             final = float(data.full()) / n
-    beta = coords.to_original(theta.double().cpu().numpy())
+    trained = theta.double().cpu().numpy().copy()  # not a view of the training buffer
+    beta = coords.to_original(trained)
     k = int(design.intercept)
     return SGDResult(
         intercept=float(beta[0]) if k else None,
@@ -242,6 +253,9 @@ def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None
         time_limit=cfg.timeout,
         distance=distance,
         precondition=cfg.precondition,
+        trained=trained,
+        input_map=np.array(rq.to_float(coords.N))[:, k:],
+        scaling=coords.scaling,
     )
 
 

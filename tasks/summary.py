@@ -94,10 +94,10 @@ def _flat(doc: dict, field: str) -> list:
 
 
 def summary_markdown(doc: dict, comparison: Comparison, version_path: str, moved: dict,
-                     images: dict[str, bytes], files: list[str]) -> str:
+                     images: dict[str, bytes], files: list[str], alerts: tuple[str, ...] = ()) -> str:
     """The run's summary: coefficients side by side, verdict, fit statistics, drift, plots, files.
 
-    images: file name -> PNG bytes, shown inline.
+    images: file name -> PNG bytes, shown inline; alerts: their messages, which fill the first line.
     """
     exact, sgd = doc["exact"], doc["sgd"]
     names, ex = parameters(doc, "exact")
@@ -108,7 +108,8 @@ def summary_markdown(doc: dict, comparison: Comparison, version_path: str, moved
     alpha = exact.get("alpha", 0.05)
     ci = f"{100 * (1 - alpha):g}% interval"
     terms = ["1"] * doc["intercept"] + [escape_markdown(t) for t in doc["terms"]]
-    lines = [
+    lines = [f"**ALERT: {escape_markdown('; '.join(alerts))}.**", ""] if alerts else []
+    lines += [
         f"# {escape_markdown(doc['target'])} ~ {' + '.join(terms)}",
         "",
         f"**Verdict: {verdict}.** {comparison.summary}.",

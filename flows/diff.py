@@ -1,0 +1,195 @@
+"""`linreg diff A B`: two versions side by side.
+
+A and B are version names, paths to version folders, or `latest`. Both must be sound (their JSON
+files match the sha256 in their manifest) and, unless `--force`, the same model (target, terms and
+intercept); otherwise exit 2 with one line. With `--force` parameters are matched by name
+(`intercept` and the term names); one missing on a side shows as "—" (null in JSON).
+
+What is compared, A -> B:
+- the data: source, rows, sha256 (equal sha256: the same data);
+- the manifest's run parameters, flattened to dotted keys (`train.epochs`, `model.degree`, `alpha`),
+  listing only those that differ (in JSON a side's value is absent where that version lacks the key);
+- the exact fit's parameters: abs change B - A, rel change (B - A) / |A| (none when A = 0), and the
+  change in units of A's standard error (B - A) / se_A (none when se_A is missing or 0);
+- the SGD parameters (and their abs change); R², residual SD, and the verdict (converged, summary).
+
+`--json` prints the same content as one JSON object: floats at full precision, non-finite as null.
+Keys: a, b ({version, created_at, source, rows, sha256, path}), same_data, model (A's formula),
+model_differences, parameters ([{key, a, b}]), exact ([{parameter, a, b, abs_change, rel_change,
+se_a, se_change}]), sgd ([{parameter, a, b, abs_change}]), r_squared, residual_std, converged and
+summary (each {a, b}).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from flows.show import resolve_version
+from tasks.artifacts import VersionDocs, read_version
+from tasks.errors import UserInputError
+
+NONE = "—"
+MODEL_KEYS = ("target", "terms", "intercept")
+
+
+def _flatten(doc: object, prefix: str = "") -> dict[str, object]:
+    """A nested dict as {dotted key: leaf}; lists are leaves."""
+    if not isinstance(doc, dict):
+        return {prefix: doc}
+    flat: dict[str, object] = {}
+    for key, value in doc.items():
+        flat |= _flatten(value, f"{prefix}.{key}" if prefix else str(key))
+    return flat
+
+
+def _by_name(coef: dict, block: dict | None) -> dict[str, float | None]:
+    """A {"intercept", "coefficients"} block of coefficients.json as {parameter name: value}."""
+    intercept = bool(coef.get("intercept"))
+    names = ["intercept"] * intercept + list(coef.get("terms") or [])
+    block = block or {}
+    values = [block.get("intercept")] * intercept + list(block.get("coefficients") or [])
+    return dict(zip(names, values + [None] * (len(names) - len(values))))
+
+
+def _number(value: object) -> float | None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def model_differences(a: dict, b: dict) -> list[str]:
+    """What makes two coefficients.json documents different models, e.g. "terms ['x'] vs ['x', 'x^2']"."""
+    return [f"{key} {a.get(key)!r} vs {b.get(key)!r}" for key in MODEL_KEYS if a.get(key) != b.get(key)]
+
+
+def parameter_changes(a: dict, b: dict) -> list[dict]:
+    """Run parameters (manifest "parameters") whose values differ: [{"key", "a", "b"}], a side
+    absent where that version has no such key."""
+    fa, fb = _flatten(a), _flatten(b)
+    keys = list(fa) + [k for k in fb if k not in fa]
+    return [{"key": k} | ({"a": fa[k]} if k in fa else {}) | ({"b": fb[k]} if k in fb else {})
+            for k in keys if (k in fa, fa.get(k)) != (k in fb, fb.get(k))]
+
+
+def coefficient_changes(a_coef: dict, b_coef: dict, block: str) -> list[dict]:
+    """One row per parameter name (A's order, then B's others) of block "exact" or "sgd"."""
+    a, b = _by_name(a_coef, a_coef.get(block)), _by_name(b_coef, b_coef.get(block))
+    se = _by_name(a_coef, (a_coef.get(block) or {}).get("std_errors"))
+    rows = []
+    for name in list(a) + [n for n in b if n not in a]:
+        va, vb, se_a = _number(a.get(name)), _number(b.get(name)), _number(se.get(name))
+        change = vb - va if va is not None and vb is not None else None
+        row = {"parameter": name, "a": va, "b": vb, "abs_change": change}
+        if block == "exact":
+            row |= {"rel_change": change / abs(va) if change is not None and va else None,
+                    "se_a": se_a, "se_change": change / se_a if change is not None and se_a else None}
+        rows.append(row)
+    return rows
+
+
+def _formula(coef: dict) -> str:
+    """A's model as a formula, e.g. "y ~ 1 + x + x^2"."""
+    return f"{coef.get('target')} ~ {' + '.join(['1'] * bool(coef.get('intercept')) + list(coef.get('terms') or []))}"
+
+
+def _side(docs: VersionDocs) -> dict:
+    data = docs.manifest.get("data") or {}
+    return {"version": docs.manifest.get("version"), "created_at": docs.manifest.get("created_at"),
+            "source": data.get("source"), "rows": data.get("rows"), "sha256": data.get("sha256")}
+
+
+def _pair(a: dict, b: dict, key: str) -> dict:
+    return {"a": a.get(key), "b": b.get(key)}
+
+
+def compare_versions(a: VersionDocs, b: VersionDocs) -> dict:
+    """The whole comparison of two sound versions, as a JSON-ready dict (pure)."""
+    ca, cb = a.coefficients, b.coefficients
+    ea, eb = ca.get("exact") or {}, cb.get("exact") or {}
+    side_a, side_b = _side(a), _side(b)
+    return {
+        "a": side_a, "b": side_b,
+        "same_data": side_a["sha256"] is not None and side_a["sha256"] == side_b["sha256"],
+        "model": _formula(ca),
+        "model_differences": model_differences(ca, cb),
+        "parameters": parameter_changes(a.manifest.get("parameters") or {}, b.manifest.get("parameters") or {}),
+        "exact": coefficient_changes(ca, cb, "exact"),
+        "sgd": coefficient_changes(ca, cb, "sgd"),
+        "r_squared": _pair(ea, eb, "r_squared"),
+        "residual_std": _pair(ea, eb, "residual_std"),
+        "converged": _pair(a.comparison, b.comparison, "converged"),
+        "summary": _pair(a.comparison, b.comparison, "summary"),
+    }
+
+
+def _fmt(value: object, spec: str = ".6g") -> str:
+    return NONE if _number(value) is None else format(value, spec)
+
+
+def _columns(rows: list[list[str]], left: int = 1) -> list[str]:
+    """Rows of cells as aligned lines: the first `left` columns left-aligned, the others right-aligned."""
+    widths = [max(len(row[j]) for row in rows) for j in range(len(rows[0]))]
+    return ["  " + "  ".join(c.ljust(w) if j < left else c.rjust(w) for j, (c, w) in enumerate(zip(row, widths)))
+            .rstrip() for row in rows]
+
+
+def _verdict(value: object) -> str:
+    return "converged" if value is True else "not converged" if value is False else "?"
+
+
+def diff_text(doc: dict) -> str:
+    """The comparison (compare_versions' dict) as plain text a person reads at a glance."""
+    sides = [[label, str(s["version"]), f"created {s['created_at']}", str(s["source"]), f"{s['rows']} rows",
+              f"sha256 {str(s['sha256'])[:12]}"] for label, s in (("A", doc["a"]), ("B", doc["b"]))]
+    lines = [*_columns(sides, left=4), f"  data   {'same (equal sha256)' if doc['same_data'] else 'different'}",
+             f"  model  {doc['model']}" if not doc["model_differences"] else
+             f"  models differ ({'; '.join(doc['model_differences'])}): compared by parameter name"]
+
+    def value(change: dict, side: str) -> str:
+        return json.dumps(change[side]) if side in change else NONE
+
+    changes = [f"  {c['key']}: {value(c, 'a')} -> {value(c, 'b')}" for c in doc["parameters"]]
+    lines += ["", "parameters that differ" + ("" if changes else ": none"), *changes, "", "exact fit"]
+    lines += _columns([["parameter", "A", "B", "abs change", "rel change", "change / se(A)"]] + [
+        [r["parameter"], _fmt(r["a"], ".10g"), _fmt(r["b"], ".10g"), _fmt(r["abs_change"], ".4g"),
+         _fmt(r["rel_change"], ".3g"), _fmt(r["se_change"], ".3g")] for r in doc["exact"]])
+    lines += ["", "SGD"]
+    lines += _columns([["parameter", "A", "B", "abs change"]] + [
+        [r["parameter"], _fmt(r["a"], ".10g"), _fmt(r["b"], ".10g"), _fmt(r["abs_change"], ".4g")]
+        for r in doc["sgd"]])
+    r2, sd, conv, summary = doc["r_squared"], doc["residual_std"], doc["converged"], doc["summary"]
+    lines += ["", *_columns([
+        ["R²", f"{_fmt(r2['a'], '.8g')} -> {_fmt(r2['b'], '.8g')}"],
+        ["residual SD", f"{_fmt(sd['a'])} -> {_fmt(sd['b'])}"],
+        ["verdict", f"{_verdict(conv['a'])} -> {_verdict(conv['b'])}"]], left=2),
+        f"  A: {summary['a']}", f"  B: {summary['b']}"]
+    return "\n".join(lines)
+
+
+def _finite(doc: object) -> object:
+    """The document with every non-finite float as None (JSON has no NaN or infinity)."""
+    if isinstance(doc, dict):
+        return {k: _finite(v) for k, v in doc.items()}
+    if isinstance(doc, list):
+        return [_finite(v) for v in doc]
+    return None if isinstance(doc, float) and not math.isfinite(doc) else doc
+
+
+def _read(artifacts_dir: Path, version: str) -> tuple[Path, VersionDocs]:
+    path = resolve_version(artifacts_dir, version)
+    docs = read_version(path)
+    if docs.damage:
+        raise UserInputError(f"{path}: damaged version ({docs.damage})")
+    return path, docs
+
+
+def diff_report(artifacts_dir: Path, a: str, b: str, *, force: bool, as_json: bool) -> str:
+    """Read versions a and b, compare them, and return the text (or JSON) to print."""
+    (path_a, docs_a), (path_b, docs_b) = _read(artifacts_dir, a), _read(artifacts_dir, b)
+    doc = compare_versions(docs_a, docs_b)
+    if doc["model_differences"] and not force:
+        raise UserInputError(f"versions {a!r} and {b!r} are different models: {'; '.join(doc['model_differences'])}"
+                             " (use --force to compare them anyway)")
+    doc["a"]["path"], doc["b"]["path"] = str(path_a), str(path_b)
+    return json.dumps(_finite(doc), indent=2, allow_nan=False, ensure_ascii=False) if as_json else diff_text(doc)
