@@ -12,7 +12,7 @@ import click
 import typer
 
 from flows.backend import BackendUnavailable
-from tasks.errors import UserInputError
+from tasks.errors import AlertRaised, UserInputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="Exact least squares against torch gradient descent.")
@@ -43,6 +43,11 @@ Precondition = Annotated[bool, typer.Option(
 Dask = Annotated[Optional[str], typer.Option(
     help="Run the per-partition work on a Dask cluster: the scheduler at ADDRESS, or a local cluster "
          "when given without one.", metavar="[ADDRESS]")]
+MaxDrift = Annotated[Optional[float], typer.Option(
+    help="Alert (a Prefect event) when an exact coefficient moved more than this relative change since the "
+         "previous version of the same model, or when SGD did not converge.")]
+FailOnDrift = Annotated[bool, typer.Option(
+    "--fail-on-drift", help="With --max-drift: an alert fails the flow run (the version is still written).")]
 # `--dask` alone: typer options cannot take an optional value, so main() writes it as `--dask local`.
 LOCAL_CLUSTER = "local"
 
@@ -73,7 +78,8 @@ def _config(data: Path, target: str, features: str | None, degree: int, no_inter
             optimizer: str, lr: str, epochs: int, batch_size: int | None, tol: float,
             standardize: bool, seed: int, device: str, dtype: str, rtol: float | None,
             artifacts_dir: Path, data_dir: Path, train_timeout: float = 3600.0,
-            precondition: bool = False, alpha: float = 0.05):
+            precondition: bool = False, alpha: float = 0.05, max_drift: float | None = None,
+            fail_on_drift: bool = False):
     """Options -> RunConfig, checked before anything runs (a bad option is exit 2, nothing written)."""
     from tasks.config import build_config
 
@@ -95,7 +101,7 @@ def _config(data: Path, target: str, features: str | None, degree: int, no_inter
         data=data, target=target, features=names, degree=degree, intercept=not no_intercept,
         optimizer=optimizer, lr=lr_value, epochs=epochs, batch_size=batch_size, tol=tol,
         standardize=standardize, seed=seed, device=device, dtype=dtype, rtol=rtol, precondition=precondition,
-        artifacts_dir=artifacts_dir, data_dir=data_dir, alpha=alpha,
+        artifacts_dir=artifacts_dir, data_dir=data_dir, alpha=alpha, max_drift=max_drift, fail_on_drift=fail_on_drift,
         timeout=None if train_timeout == 0 else train_timeout,
     )
 
@@ -121,12 +127,12 @@ def run(
     dtype: Dtype = "float64", rtol: Rtol = None,
     artifacts_dir: ArtifactsDir = Path("artifacts"), data_dir: DataDir = Path("data"),
     train_timeout: TrainTimeout = 3600.0, precondition: Precondition = False, alpha: Alpha = 0.05,
-    dask: Dask = None,
+    max_drift: MaxDrift = None, fail_on_drift: FailOnDrift = False, dask: Dask = None,
 ) -> None:
     """Run the pipeline once; the last line on stdout is the new version folder."""
     config = _config(data, target, features, degree, no_intercept, optimizer, lr, epochs, batch_size,
                      tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir, train_timeout,
-                     precondition, alpha)
+                     precondition, alpha, max_drift, fail_on_drift)
     runner = None
     if dask is not None:
         from flows.dask import task_runner
@@ -170,6 +176,44 @@ def show(
 
 
 @app.command()
+def diff(
+    a: Annotated[str, typer.Argument(help="A version name, a path to one, or 'latest'.")],
+    b: Annotated[str, typer.Argument(help="A version name, a path to one, or 'latest'.")],
+    artifacts_dir: ArtifactsDir = Path("artifacts"),
+    force: Annotated[bool, typer.Option("--force", help="Compare even when the models differ.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
+) -> None:
+    """Two versions side by side: coefficients, their changes, data, parameters, R² and verdict."""
+    from flows.diff import diff_report
+
+    print(diff_report(artifacts_dir, a, b, force=force, as_json=as_json))
+
+
+@app.command()
+def predict(
+    args: Annotated[list[str], typer.Argument(
+        metavar="[VERSION] DATA", help="The version (default latest; a name, a path or 'latest') and the table "
+                                       "to predict for (.csv, .parquet or a folder of .parquet files).")],
+    out: Annotated[Optional[Path], typer.Option(
+        help="Output file, .parquet or .csv (default: DATA's name + .predictions.parquet, here).")] = None,
+    model: Annotated[str, typer.Option(
+        help="exact or sgd: which model fills the column `prediction` (both are always written).")] = "exact",
+    alpha: Annotated[Optional[float], typer.Option(
+        help="Intervals at level 1 - alpha (default: the version's alpha).")] = None,
+    artifacts_dir: ArtifactsDir = Path("artifacts"),
+) -> None:
+    """Predict from a stored version (never refits); the last line on stdout is the output file."""
+    from flows.predict import predict_command
+
+    if len(args) > 2:
+        raise UserInputError(f"predict takes [VERSION] DATA, got {len(args)} arguments: {' '.join(args)}")
+    version, data = ("latest", args[0]) if len(args) == 1 else (args[0], args[1])
+    path = predict_command(artifacts_dir, version, Path(data), out=out, model=model, alpha=alpha)
+    sys.stderr.flush()
+    print(path, flush=True)
+
+
+@app.command()
 def serve(
     data: Data = Path("data/seed.csv"), target: Target = "y", features: Features = None,
     degree: Degree = 1, no_intercept: NoIntercept = False, optimizer: OptimizerOpt = "sgd",
@@ -178,6 +222,7 @@ def serve(
     dtype: Dtype = "float64", rtol: Rtol = None,
     artifacts_dir: ArtifactsDir = Path("artifacts"), data_dir: DataDir = Path("data"),
     train_timeout: TrainTimeout = 3600.0, precondition: Precondition = False, alpha: Alpha = 0.05,
+    max_drift: MaxDrift = None, fail_on_drift: FailOnDrift = False,
     cron: Annotated[Optional[str], typer.Option(help="Cron schedule, e.g. '0 6 * * *'.")] = None,
     interval: Annotated[Optional[float], typer.Option(help="Seconds between runs.")] = None,
     name: Annotated[str, typer.Option(help="Deployment name.")] = "linreg-scheduled",
@@ -185,7 +230,7 @@ def serve(
     """Serve the flow as a deployment on a schedule, against the Prefect API in PREFECT_API_URL."""
     config = _config(data, target, features, degree, no_intercept, optimizer, lr, epochs, batch_size,
                      tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir, train_timeout,
-                     precondition, alpha)
+                     precondition, alpha, max_drift, fail_on_drift)
     _preflight(config)
     from flows.schedule import serve_flow
 
@@ -226,6 +271,10 @@ def main(argv: list[str] | None = None) -> None:
     except UserInputError as exc:
         print(f"linreg: error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except AlertRaised as exc:  # the version is written: its path stays the last stdout line
+        print(exc.path, flush=True)
+        print(f"linreg: failed: {exc}", file=sys.stderr)
+        sys.exit(1)
     except BackendUnavailable as exc:
         print(f"linreg: failed: {exc}", file=sys.stderr)
         sys.exit(1)

@@ -55,7 +55,9 @@ def served(server, tmp_path_factory):
     env = cli_env(home, url) | {"PREFECT_RUNNER_POLL_FREQUENCY": "2"}
     out = open(work / "serve.log", "wb")
     proc = subprocess.Popen(
+        # Alerts on: the same data every run, so the drift is exactly 0, never "more than 0".
         [str(BIN / "linreg"), "serve", str(SEED), "--interval", "5", "--name", DEPLOYMENT,
+         "--max-drift", "0", "--fail-on-drift",
          "--artifacts-dir", str(work / "artifacts"), "--data-dir", str(work / "data")],
         env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=work,
     )
@@ -98,6 +100,7 @@ def test_scheduled_runs_complete_with_their_artifacts(served):
             assert by_type["table"].key == "linreg-coefficients"
             assert "progress" in by_type and by_type["progress"].data == 100.0
             summary = by_type["markdown"].data
+            assert summary.startswith("# y ~ 1 + x")  # no ALERT line
             assert "exact least squares" in summary and "data:image/png;base64," in summary
             rows = json.loads(by_type["table"].data) if isinstance(by_type["table"].data, str) else by_type["table"].data
             assert [r["parameter"] for r in rows] == ["intercept", "x"]
@@ -105,6 +108,8 @@ def test_scheduled_runs_complete_with_their_artifacts(served):
     assert len(versions) >= 2
     drift = json.loads((versions[-1] / "coefficients.json").read_text())["drift"]
     assert drift["since"] == versions[-2].name and drift["max_abs_change"] == 0.0
+    parameters = json.loads((versions[-1] / "manifest.json").read_text())["parameters"]
+    assert parameters["max_drift"] == 0.0 and parameters["fail_on_drift"] is True
 
 
 def test_serve_stops_cleanly_on_sigterm(server, tmp_path):

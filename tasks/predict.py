@@ -1,0 +1,125 @@
+"""Predict step: a stored version's exact fit and SGD model applied to new rows, block by block.
+
+design.json holds the exact fit in its well-conditioned form: the basis W of the design's column
+space (W = X T), the coefficients c on it (W c = X beta) and R of W = Q R. For a new row x with
+basis row w:
+  prediction = w c
+  h          = |R^-T w|^2            (= x (X^T X)^-1 x^T: W^T W = R^T R)
+  std_error  = s sqrt(h)             (of the mean prediction; s = residual_std)
+  mean interval       prediction -/+ t std_error
+  prediction interval prediction -/+ t sqrt(s^2 + std_error^2)
+with t = t_{1 - alpha/2}(df_resid), scipy's: statsmodels' get_prediction().summary_frame(alpha).
+The SGD prediction is the torch.nn.Linear rebuilt from sgd_model.pt, on the term values.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import linalg, stats
+
+from tasks.errors import UserInputError
+from tasks.kernels.design import ScaledBasis
+from tasks.sgd_model import linear_from
+
+MODELS = ("exact", "sgd")
+INTERVAL_COLUMNS = ("prediction", "std_error", "ci_lower", "ci_upper", "pi_lower", "pi_upper", "sgd_prediction")
+
+
+@dataclass(frozen=True)
+class StoredModel:
+    """What a prediction needs from one version; p parameters, q = p - intercept terms."""
+
+    features: tuple[str, ...]
+    degree: int
+    basis: ScaledBasis
+    basis_coefficients: np.ndarray  # c (p,)
+    r_factor: np.ndarray  # R (p, p), upper triangular
+    residual_std: float
+    df_resid: int
+    feature_min: np.ndarray  # (n_features,) the fitted range
+    feature_max: np.ndarray
+    sgd: torch.nn.Linear  # float64, on the term values (q,)
+
+
+def stored_model(design: dict, coefficients: dict, sgd_state: dict) -> StoredModel:
+    """The model from a version's design.json, coefficients.json and sgd_model.pt (as loaded)."""
+    b = design["basis"]
+    basis = ScaledBasis(b["kind"], np.array(b["shift"], dtype=np.float64), np.array(b["scale"], dtype=np.float64),
+                        float(b["ones"]), int(b["degree"]), exact=())
+    exact = coefficients["exact"]
+    return StoredModel(
+        features=tuple(design["features"]), degree=int(design["degree"]), basis=basis,
+        basis_coefficients=np.array(design["basis_coefficients"], dtype=np.float64),
+        r_factor=np.array(design["r_factor"], dtype=np.float64),
+        residual_std=float(exact["residual_std"]), df_resid=int(exact["df_resid"]),
+        feature_min=np.array(design["feature_min"], dtype=np.float64),
+        feature_max=np.array(design["feature_max"], dtype=np.float64),
+        sgd=linear_from(sgd_state),
+    )
+
+
+def echoed(model: StoredModel) -> tuple[str, ...]:
+    """The feature columns copied into the output: all but one named like an output column (a
+    feature called `prediction` keeps the contract's `prediction` meaning; rows stay in order)."""
+    return tuple(f for f in model.features if f not in (*INTERVAL_COLUMNS, "exact_prediction"))
+
+
+def output_columns(model: StoredModel, use: str) -> tuple[str, ...]:
+    """The output's columns: the features as read, the intervals, and with --model sgd the exact prediction."""
+    return (*echoed(model), *INTERVAL_COLUMNS, *(("exact_prediction",) if use == "sgd" else ()))
+
+
+def check_columns(source: str, header: tuple[str, ...], features: tuple[str, ...]) -> None:
+    """Every feature column of the model is in the input's header, once."""
+    counts = Counter(header)
+    for name in features:
+        if counts[name] == 0:
+            raise UserInputError(f"{source}: feature column {name!r} not found (columns: {', '.join(header)})")
+        if counts[name] > 1:
+            raise UserInputError(f"{source}: duplicate column name {name!r}")
+
+
+def critical_t(model: StoredModel, alpha: float) -> float:
+    """t_{1 - alpha/2}(df_resid): the half-width of the intervals in standard errors."""
+    return float(stats.t.ppf(1 - alpha / 2, model.df_resid))
+
+
+def terms_of(features: np.ndarray, degree: int) -> np.ndarray:
+    """(m, q) term values of (m, n_features) raw values: the features, or x, x^2, ..., x^degree."""
+    if degree == 1:
+        return features
+    return np.column_stack([features[:, 0] ** k for k in range(1, degree + 1)])
+
+
+def predict_block(model: StoredModel, columns: list[np.ndarray], t: float, use: str) -> dict[str, np.ndarray]:
+    """The output columns of one block: columns are the model's features, (m,) float64 each; t from
+    critical_t; use: "exact" or "sgd", the model whose prediction the intervals are centred on."""
+    features = np.column_stack(columns)
+    W = model.basis.apply(features)  # (m, p)
+    exact = W @ model.basis_coefficients
+    # h = |R^-T w|^2, one triangular solve for the block: R^T V = W^T, V (p, m).
+    V = linalg.solve_triangular(model.r_factor, W.T, trans="T")
+    h = np.einsum("ij,ij->j", V, V)
+    se = model.residual_std * np.sqrt(h)
+    with torch.no_grad():
+        sgd = model.sgd(torch.from_numpy(np.ascontiguousarray(terms_of(features, model.degree)))).numpy()[:, 0]
+    centre = exact if use == "exact" else sgd
+    half_obs = t * np.sqrt(model.residual_std**2 + se**2)
+    kept = echoed(model)
+    out = {f: v for f, v in zip(model.features, columns) if f in kept} | {
+        "prediction": centre, "std_error": se, "ci_lower": centre - t * se, "ci_upper": centre + t * se,
+        "pi_lower": centre - half_obs, "pi_upper": centre + half_obs, "sgd_prediction": sgd,
+    }
+    return out | ({"exact_prediction": exact} if use == "sgd" else {})
+
+
+def extrapolated(model: StoredModel, columns: list[np.ndarray]) -> int:
+    """How many rows have a feature outside the range the model was fitted on."""
+    outside = np.zeros(len(columns[0]), dtype=bool)
+    for j, v in enumerate(columns):
+        outside |= (v < model.feature_min[j]) | (v > model.feature_max[j])
+    return int(outside.sum())
