@@ -27,7 +27,7 @@ import math
 from pathlib import Path
 
 from flows.show import resolve_version
-from tasks.artifacts import VersionDocs, read_version
+from tasks.versions import VersionDocs, read_version
 from tasks.errors import UserInputError
 
 NONE = "—"

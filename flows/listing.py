@@ -7,7 +7,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tasks.artifacts import list_versions, read_version
+from tasks.versions import list_versions, read_version
 from tasks.errors import UserInputError
 
 

@@ -16,7 +16,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from flows.show import resolve_version
-from tasks.artifacts import read_version
+from tasks.versions import read_version
 from tasks.errors import UserInputError
 from tasks.kernels.table import BLOCK_ROWS
 from tasks.load import open_input

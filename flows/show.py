@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.artifacts import LATEST, read_version
+from tasks.versions import LATEST, read_version
 from tasks.errors import UserInputError
 
 

@@ -17,8 +17,8 @@ from tasks.errors import retry_unless_user_error
 from tasks.faults import crash_point
 from tasks.summary import drift, same_model, summary_markdown, table_rows
 from tasks.tempfiles import exclusive_lock, remove_stale, temp_name
+from tasks.versions import LATEST, list_versions, read_version
 
-LATEST = "latest"
 SUMMARY_KEY = "linreg-summary"
 TABLE_KEY = "linreg-coefficients"
 VERSION_TIME = "%Y%m%dT%H%M%S%fZ"
@@ -34,52 +34,6 @@ def version_name(sha256: str, now: datetime) -> str:
 def dumps(doc: dict) -> bytes:
     """JSON with float64 round-trip precision (Python writes the shortest exact repr)."""
     return (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode()
-
-
-def list_versions(artifacts_dir: Path) -> list[Path]:
-    """Version folders, oldest first (hidden temp folders and `latest` are not versions)."""
-    if not artifacts_dir.is_dir():
-        return []
-    return sorted(p for p in artifacts_dir.iterdir()
-                  if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
-
-
-@dataclass(frozen=True)
-class VersionDocs:
-    """The JSON documents of one version folder; `damage` says why it cannot be trusted (None: sound)."""
-
-    manifest: dict
-    coefficients: dict
-    comparison: dict
-    damage: str | None
-
-
-def _load(file: Path) -> tuple[dict, bytes, str | None]:
-    """A JSON object from file, its bytes, and what is wrong with it (None: nothing)."""
-    try:
-        raw = file.read_bytes()
-    except OSError as exc:
-        return {}, b"", f"{file.name} unreadable ({exc.strerror})"
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        return {}, raw, f"{file.name} is not valid JSON ({exc})"
-    return (doc, raw, None) if isinstance(doc, dict) else ({}, raw, f"{file.name} is not a JSON object")
-
-
-def read_version(path: Path) -> VersionDocs:
-    """Read manifest, coefficients and comparison; each must parse and match its sha256 in the manifest."""
-    manifest, _, damage = _load(path / "manifest.json")
-    recorded = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
-    docs = {}
-    for name in ("coefficients.json", "comparison.json"):
-        docs[name], raw, problem = _load(path / name)
-        if problem is None and name not in recorded:
-            problem = f"manifest.json lists no sha256 for {name}"
-        elif problem is None and recorded[name] != hashlib.sha256(raw).hexdigest():
-            problem = f"{name} does not match its sha256 in manifest.json"
-        damage = damage or problem
-    return VersionDocs(manifest, docs["coefficients.json"], docs["comparison.json"], damage)
 
 
 def previous_version(versions: list[Path], model: dict) -> tuple[str | None, dict | None]:

@@ -14,13 +14,16 @@ from __future__ import annotations
 import io
 import pickle
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from tasks.errors import UserInputError
-from tasks.kernels.design import Design
-from tasks.sgd import SGDResult
+
+if TYPE_CHECKING:  # annotations only: `linreg predict` loads models without Prefect or the trainer
+    from tasks.kernels.design import Design
+    from tasks.sgd import SGDResult
 
 FORMAT = "linreg-flow/sgd-model/1"
 

@@ -7,9 +7,11 @@ import math
 import re
 import string
 import unicodedata
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
-from tasks.compare import Comparison
+if TYPE_CHECKING:  # only for annotations: the summary's readers (linreg show) need no torch
+    from tasks.compare import Comparison
 
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*")

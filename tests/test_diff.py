@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from flows.diff import compare_versions, diff_report, diff_text
-from tasks.artifacts import VersionDocs
+from tasks.versions import VersionDocs
 from tasks.errors import UserInputError
 from tests.test_cli import cli_env, linreg  # noqa: F401 - cli_env is a fixture
 

@@ -1,0 +1,57 @@
+"""Reading version folders: which there are, and each one's JSON documents checked against its
+manifest. No Prefect or torch here: `linreg show`, `diff` and `versions` start in a blink."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+LATEST = "latest"
+
+
+def list_versions(artifacts_dir: Path) -> list[Path]:
+    """Version folders, oldest first (hidden temp folders and `latest` are not versions)."""
+    if not artifacts_dir.is_dir():
+        return []
+    return sorted(p for p in artifacts_dir.iterdir()
+                  if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
+
+
+@dataclass(frozen=True)
+class VersionDocs:
+    """The JSON documents of one version folder; `damage` says why it cannot be trusted (None: sound)."""
+
+    manifest: dict
+    coefficients: dict
+    comparison: dict
+    damage: str | None
+
+
+def _load(file: Path) -> tuple[dict, bytes, str | None]:
+    """A JSON object from file, its bytes, and what is wrong with it (None: nothing)."""
+    try:
+        raw = file.read_bytes()
+    except OSError as exc:
+        return {}, b"", f"{file.name} unreadable ({exc.strerror})"
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        return {}, raw, f"{file.name} is not valid JSON ({exc})"
+    return (doc, raw, None) if isinstance(doc, dict) else ({}, raw, f"{file.name} is not a JSON object")
+
+
+def read_version(path: Path) -> VersionDocs:
+    """Read manifest, coefficients and comparison; each must parse and match its sha256 in the manifest."""
+    manifest, _, damage = _load(path / "manifest.json")
+    recorded = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    docs = {}
+    for name in ("coefficients.json", "comparison.json"):
+        docs[name], raw, problem = _load(path / name)
+        if problem is None and name not in recorded:
+            problem = f"manifest.json lists no sha256 for {name}"
+        elif problem is None and recorded[name] != hashlib.sha256(raw).hexdigest():
+            problem = f"{name} does not match its sha256 in manifest.json"
+        damage = damage or problem
+    return VersionDocs(manifest, docs["coefficients.json"], docs["comparison.json"], damage)
