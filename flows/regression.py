@@ -50,7 +50,7 @@ def build_documents(design, geometry, exact, sgd, comparison, alpha: float) -> d
     """coefficients.json (its drift is added as it is written), comparison.json, loss_history.parquet,
     design.json and sgd_model.pt."""
     return {
-        "coefficients.json": coefficients_doc(design, exact, sgd, comparison, alpha, geometry),
+        "coefficients.json": coefficients_doc(design, exact, sgd, comparison, alpha),
         "comparison.json": comparison_doc(comparison),
         "loss_history.parquet": loss_history_parquet(sgd),
         "design.json": design_doc(design, geometry, exact),

@@ -40,6 +40,8 @@ class ExactFit:
     rss: float
     # Total sum of squares: centered with an intercept, sum y^2 without (as R^2 and F use it).
     tss: float
+    # statsmodels' cov_params(): s^2 (X^T X)^-1 (p, p), parameter order (intercept first).
+    cov_params: tuple[tuple[float, ...], ...]
     mse: float
     dof: int
     # 2-norm condition number of the raw design [1, terms] and of its centered/scaled twin.
@@ -83,22 +85,26 @@ def condition_numbers(design: Design, geometry: Geometry) -> tuple[float, float]
     return float(raw), float(scaled)
 
 
-def inverse_gram_diagonal(basis: ScaledBasis, R: np.ndarray) -> np.ndarray:
-    """diag((X^T X)^-1) = ||R^-T t_i||^2 with t_i the i-th row of T, in exact rational arithmetic.
+def inverse_gram(basis: ScaledBasis, R: np.ndarray) -> list[list[Fraction]]:
+    """(X^T X)^-1 = M M^T with M = T R^-1 (X = W T^-1, W^T W = R^T R), in exact rational arithmetic.
 
-    The rows of T are huge and cancel inside R^-T t_i, so the triangular solve is done on the
-    rationals of R and T; R's own rounding only perturbs the result by about cond(W)^2 * 2^-53.
+    The entries of T are huge and cancel inside T R^-1, so it is formed on the rationals of R and T;
+    R's own rounding only perturbs the result by about cond(W)^2 * 2^-53. Forming X^T X would
+    square X's conditioning.
     """
-    Rq = rq.fractions(R)
-    p = len(Rq)
-    out = []
-    for t in basis.exact:
-        # forward substitution: R^T w = t
-        w: list[Fraction] = []
-        for j in range(p):
-            w.append((t[j] - sum((Rq[k][j] * w[k] for k in range(j)), Fraction(0))) / Rq[j][j])
-        out.append(float(sum(v * v for v in w)))
-    return np.array(out)
+    M = rq.matmul(basis.exact, rq.upper_inverse(rq.fractions(R)))
+    # Each row of M as integers over one denominator: the p^2 dot products run on ints, not Fractions.
+    rows = []
+    for row in M:
+        d = math.lcm(*(v.denominator for v in row))
+        rows.append(([v.numerator * (d // v.denominator) for v in row], d))
+    p = len(M)
+    G = [[Fraction(0)] * p for _ in range(p)]
+    for i, (u, du) in enumerate(rows):
+        for j in range(i, p):
+            v, dv = rows[j]
+            G[i][j] = G[j][i] = Fraction(sum(a * b for a, b in zip(u, v)), du * dv)
+    return G
 
 
 def fit_exact(design: Design, geometry: Geometry | None = None, mapper: Mapper = local_map,
@@ -116,7 +122,10 @@ def fit_exact(design: Design, geometry: Geometry | None = None, mapper: Mapper =
     rss, tss = refined.rss, refined.tss
     dof = n - p
     sigma2 = rss / dof
-    se = np.sqrt(sigma2 * inverse_gram_diagonal(geometry.basis, geometry.R))
+    gram_inv = inverse_gram(geometry.basis, geometry.R)
+    se = np.sqrt(sigma2 * np.array([float(gram_inv[i][i]) for i in range(p)]))
+    s2 = Fraction(rss) / dof  # statsmodels' cov_params() s^2 (X^T X)^-1, each entry rounded once
+    cov = tuple(tuple(float(s2 * g) for g in row) for row in gram_inv)
     # NIST and statsmodels: without an intercept, R^2 is the uncentered 1 - RSS / sum(y^2).
     r2 = 1.0 - rss / tss if tss > 0 else float("nan")
     adj = 1.0 - (1.0 - r2) * (n - int(design.intercept)) / dof
@@ -142,6 +151,7 @@ def fit_exact(design: Design, geometry: Geometry | None = None, mapper: Mapper =
         residual_std=float(np.sqrt(sigma2)),
         rss=rss,
         tss=tss,
+        cov_params=cov,
         mse=rss / n,
         dof=dof,
         condition_number=cond_raw,

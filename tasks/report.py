@@ -19,7 +19,7 @@ from tasks.exact import ExactFit
 from tasks.inference import infer
 from tasks.kernels import rational as rq
 from tasks.kernels.design import Design
-from tasks.kernels.tsqr import Geometry, design_geometry
+from tasks.kernels.tsqr import Geometry
 from tasks.sgd import SGDResult
 
 PACKAGES = ("linreg-flow", "prefect", "torch", "numpy", "pandas", "pyarrow", "matplotlib", "pydantic", "scipy", "threadpoolctl")
@@ -47,33 +47,10 @@ def _split(values: tuple, intercept: bool) -> dict:
     return {"intercept": values[0] if intercept else None, "coefficients": values[int(intercept):]}
 
 
-def cov_params(geometry: Geometry, exact: ExactFit) -> list[list[float]]:
-    """statsmodels' cov_params(), s^2 (X^T X)^-1 with s^2 = rss / dof, in parameter order.
-
-    X = W T^-1 and W^T W = R^T R, so (X^T X)^-1 = M M^T with M = T R^-1: computed on the rationals
-    of T and of the float R and rounded once per entry (X^T X itself would square X's conditioning).
-    """
-    M = rq.matmul(geometry.basis.exact, rq.upper_inverse(rq.fractions(geometry.R)))
-    # Each row of M as integers over one denominator: the p^2 dot products run on ints, not Fractions.
-    rows = []
-    for row in M:
-        d = math.lcm(*(v.denominator for v in row))
-        rows.append(([v.numerator * (d // v.denominator) for v in row], d))
-    s2 = Fraction(exact.rss) / exact.dof
-    p = len(M)
-    cov = [[0.0] * p for _ in range(p)]
-    for i, (u, du) in enumerate(rows):
-        for j in range(i, p):
-            v, dv = rows[j]
-            cov[i][j] = cov[j][i] = float(s2 * Fraction(sum(a * b for a, b in zip(u, v)), du * dv))
-    return cov
-
-
 def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison: Comparison,
-                     alpha: float = 0.05, geometry: Geometry | None = None) -> dict:
+                     alpha: float = 0.05) -> dict:
     """coefficients.json: the contract's fields, exact (with statsmodels' inference at level
-    1 - alpha, and cov_params) and SGD side by side. geometry: the design's TSQR (None: computed
-    here, a pass over the rows)."""
+    1 - alpha, and cov_params) and SGD side by side."""
     stats = infer(exact, design.n, alpha)
     k = design.intercept
     return {
@@ -102,7 +79,7 @@ def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison
             "bic": stats.bic,
             "df_model": stats.df_model,
             "df_resid": stats.df_resid,
-            "cov_params": cov_params(geometry or design_geometry(design), exact),
+            "cov_params": [list(row) for row in exact.cov_params],
             "refinement_steps": exact.refinement_steps,
             "warnings": list(exact.notes),
         },
