@@ -27,11 +27,11 @@ import math
 from pathlib import Path
 
 from flows.show import resolve_version
-from tasks.versions import VersionDocs, read_version
 from tasks.errors import UserInputError
+from tasks.summary import MODEL_KEYS, formula, parameter_names, parameter_values
+from tasks.versions import VersionDocs, jsonable, read_version
 
 NONE = "—"
-MODEL_KEYS = ("target", "terms", "intercept")
 
 
 def _flatten(doc: object, prefix: str = "") -> dict[str, object]:
@@ -46,11 +46,7 @@ def _flatten(doc: object, prefix: str = "") -> dict[str, object]:
 
 def _by_name(coef: dict, block: dict | None) -> dict[str, float | None]:
     """A {"intercept", "coefficients"} block of coefficients.json as {parameter name: value}."""
-    intercept = bool(coef.get("intercept"))
-    names = ["intercept"] * intercept + list(coef.get("terms") or [])
-    block = block or {}
-    values = [block.get("intercept")] * intercept + list(block.get("coefficients") or [])
-    return dict(zip(names, values + [None] * (len(names) - len(values))))
+    return dict(zip(parameter_names(coef), parameter_values(coef, block)))
 
 
 def _number(value: object) -> float | None:
@@ -88,11 +84,6 @@ def coefficient_changes(a_coef: dict, b_coef: dict, block: str) -> list[dict]:
     return rows
 
 
-def _formula(coef: dict) -> str:
-    """A's model as a formula, e.g. "y ~ 1 + x + x^2"."""
-    return f"{coef.get('target')} ~ {' + '.join(['1'] * bool(coef.get('intercept')) + list(coef.get('terms') or []))}"
-
-
 def _side(docs: VersionDocs) -> dict:
     data = docs.manifest.get("data") or {}
     return {"version": docs.manifest.get("version"), "created_at": docs.manifest.get("created_at"),
@@ -111,7 +102,7 @@ def compare_versions(a: VersionDocs, b: VersionDocs) -> dict:
     return {
         "a": side_a, "b": side_b,
         "same_data": side_a["sha256"] is not None and side_a["sha256"] == side_b["sha256"],
-        "model": _formula(ca),
+        "model": formula(ca),
         "model_differences": model_differences(ca, cb),
         "parameters": parameter_changes(a.manifest.get("parameters") or {}, b.manifest.get("parameters") or {}),
         "exact": coefficient_changes(ca, cb, "exact"),
@@ -167,15 +158,6 @@ def diff_text(doc: dict) -> str:
     return "\n".join(lines)
 
 
-def _finite(doc: object) -> object:
-    """The document with every non-finite float as None (JSON has no NaN or infinity)."""
-    if isinstance(doc, dict):
-        return {k: _finite(v) for k, v in doc.items()}
-    if isinstance(doc, list):
-        return [_finite(v) for v in doc]
-    return None if isinstance(doc, float) and not math.isfinite(doc) else doc
-
-
 def _read(artifacts_dir: Path, version: str) -> tuple[Path, VersionDocs]:
     path = resolve_version(artifacts_dir, version)
     docs = read_version(path)
@@ -192,4 +174,4 @@ def diff_report(artifacts_dir: Path, a: str, b: str, *, force: bool, as_json: bo
         raise UserInputError(f"versions {a!r} and {b!r} are different models: {'; '.join(doc['model_differences'])}"
                              " (use --force to compare them anyway)")
     doc["a"]["path"], doc["b"]["path"] = str(path_a), str(path_b)
-    return json.dumps(_finite(doc), indent=2, allow_nan=False, ensure_ascii=False) if as_json else diff_text(doc)
+    return json.dumps(jsonable(doc), indent=2, allow_nan=False, ensure_ascii=False) if as_json else diff_text(doc)

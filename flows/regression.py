@@ -22,9 +22,10 @@ from tasks.faults import crash_point
 from tasks.ingest import Prepared, prepare_data_task
 from tasks.kernels.passes import local_map
 from tasks.plots import make_plots
-from tasks.report import coefficients_doc, comparison_doc, design_doc, jsonable, loss_history_parquet, manifest_doc
+from tasks.report import coefficients_doc, comparison_doc, design_doc, loss_history_parquet, manifest_doc
 from tasks.sgd import train_sgd_task
 from tasks.sgd_model import sgd_model_bytes
+from tasks.versions import jsonable
 
 
 @contextmanager

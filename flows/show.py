@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tasks.versions import LATEST, read_version
 from tasks.errors import UserInputError
+from tasks.summary import formula, parameter_names, parameter_values
+from tasks.versions import LATEST, read_version
 
 
 def resolve_version(artifacts_dir: Path, version: str) -> Path:
@@ -22,11 +23,6 @@ def _num(value: object, spec: str = ".6g") -> str:
     return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
 
 
-def _params(block: dict, intercept: bool) -> list:
-    """A {"intercept", "coefficients"} block as one list, intercept first when the model has one."""
-    return ([block.get("intercept")] if intercept else []) + list(block.get("coefficients", []))
-
-
 def summary_text(path: Path) -> str:
     """The summary of the version folder at path (it must be sound: its hashes match)."""
     docs = read_version(path)
@@ -34,25 +30,22 @@ def summary_text(path: Path) -> str:
         raise UserInputError(f"{path}: damaged version ({docs.damage})")
     coef, comp, manifest = docs.coefficients, docs.comparison, docs.manifest
     exact, sgd, data = coef["exact"], coef["sgd"], manifest.get("data", {})
-    intercept = bool(coef["intercept"])
-    names = (["intercept"] if intercept else []) + list(coef["terms"])
+    names = parameter_names(coef)
     alpha = exact.get("alpha", 0.05)
     lo, hi = f"[{alpha / 2:g}", f"{1 - alpha / 2:g}]"
     width = max(len(n) for n in names) + 2
     head = f"{'':<{width}}{'coef':>14}{'std err':>12}{'t':>10}{'P>|t|':>10}{lo:>14}{hi:>14}"
     rows = []
-    for name, b, se, t, p, ci in zip(names, _params(exact, intercept), _params(exact["std_errors"], intercept),
-                                      _params(exact["t_values"], intercept), _params(exact["p_values"], intercept),
-                                      _params(exact["conf_int"], intercept)):
+    for name, b, se, t, p, ci in zip(names, *(parameter_values(coef, block) for block in (
+            exact, exact["std_errors"], exact["t_values"], exact["p_values"], exact["conf_int"]))):
         rows.append(f"{name:<{width}}{_num(b, '14.6g')}{_num(se, '12.4g')}{_num(t, '10.3f')}{_num(p, '10.3g')}"
                     f"{_num(ci[0], '14.6g')}{_num(ci[1], '14.6g')}")
-    model = f"{coef['target']} ~ {' + '.join((['1'] if intercept else []) + list(coef['terms']))}"
-    sgd_params = ", ".join(f"{n} {_num(v, '.10g')}" for n, v in zip(names, _params(sgd, intercept)))
+    sgd_params = ", ".join(f"{n} {_num(v, '.10g')}" for n, v in zip(names, parameter_values(coef, sgd)))
     drift = coef.get("drift") or {}
     lines = [
         f"version   {manifest.get('version', path.name)}  (created {manifest.get('created_at', '?')})",
         f"data      {data.get('source', '?')}  ({data.get('rows', '?')} rows, sha256 {str(data.get('sha256', ''))[:12]})",
-        f"model     {model}: exact least squares",
+        f"model     {formula(coef)}: exact least squares",
         "",
         head,
         *rows,

@@ -7,12 +7,13 @@ newest sound version of the same model (target, terms, intercept), measured as t
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from prefect import get_run_logger, task
 
 from tasks.compare import Comparison
+from tasks.summary import formula
+from tasks.versions import jsonable
 
 DRIFT_EVENT = "linreg.drift.exceeded"
 NOT_CONVERGED_EVENT = "linreg.sgd.not-converged"
@@ -27,16 +28,12 @@ class Alert:
     payload: dict
 
 
-def _model(doc: dict) -> str:
-    return f"{doc['target']} ~ {' + '.join(['1'] * bool(doc['intercept']) + list(doc['terms']))}"
-
-
 def find_alerts(doc: dict, comparison: Comparison, max_drift: float | None, version: str) -> list[Alert]:
     """The alerts of a written version (doc: its coefficients.json); none unless max_drift is set."""
     if max_drift is None:
         return []
     found = []
-    common = {"version": version, "model": _model(doc), "target": doc["target"], "terms": list(doc["terms"]),
+    common = {"version": version, "model": formula(doc), "target": doc["target"], "terms": list(doc["terms"]),
               "intercept": doc["intercept"]}
     drift = doc["drift"]
     moved = drift.get("max_rel_change")
@@ -59,15 +56,6 @@ def find_alerts(doc: dict, comparison: Comparison, max_drift: float | None, vers
     return found
 
 
-def _finite(value: object) -> object:
-    """Payload values as JSON takes them (NaN and inf become None)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_finite(v) for v in value]
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
 @task(name="emit-alerts")
 def emit_alerts(alerts: list[Alert], version_path: str) -> None:
     """Emit each alert as a Prefect event about the version (related to this flow run)."""
@@ -76,7 +64,7 @@ def emit_alerts(alerts: list[Alert], version_path: str) -> None:
     logger = get_run_logger()
     for alert in alerts:
         version = alert.payload["version"]
-        emit_event(event=alert.event, payload=_finite(alert.payload | {"path": version_path}), resource={
+        emit_event(event=alert.event, payload=jsonable(alert.payload | {"path": version_path}), resource={
             "prefect.resource.id": f"linreg.version.{version}",
             "prefect.resource.name": version,
             "linreg.model": alert.payload["model"],

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import math
 import platform
 import sys
 from fractions import Fraction
@@ -23,22 +22,6 @@ from tasks.kernels.tsqr import Geometry
 from tasks.sgd import SGDResult
 
 PACKAGES = ("linreg-flow", "prefect", "torch", "numpy", "pandas", "pyarrow", "matplotlib", "pydantic", "scipy", "threadpoolctl")
-
-
-def jsonable(value: object) -> object:
-    """Plain JSON values: numpy scalars to Python, non-finite floats to null (JSON has no NaN)."""
-    if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, (np.floating, float)):
-        value = float(value)
-        return value if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.bool_):
-        return bool(value)
-    return value
 
 
 def _split(values: tuple, intercept: bool) -> dict:

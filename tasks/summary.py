@@ -55,16 +55,37 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.10g}"
 
 
+# What makes a model in coefficients.json: versions that agree on these can be compared.
+MODEL_KEYS = ("target", "terms", "intercept")
+
+
+def formula(doc: dict) -> str:
+    """The model of a coefficients.json document as a formula, e.g. "y ~ 1 + x + x^2"."""
+    terms = ["1"] * bool(doc.get("intercept")) + list(doc.get("terms") or [])
+    return f"{doc.get('target')} ~ {' + '.join(terms)}"
+
+
+def parameter_names(doc: dict) -> list[str]:
+    """The parameters of a coefficients.json document: "intercept" (when there is one), then the terms."""
+    return ["intercept"] * bool(doc.get("intercept")) + list(doc.get("terms") or [])
+
+
+def parameter_values(doc: dict, block: dict | None) -> list:
+    """A {"intercept", "coefficients"} block of doc as one list in parameter order; None where
+    absent (e.g. a field of a document written before the field existed)."""
+    block = block or {}
+    values = [block.get("intercept")] * bool(doc.get("intercept")) + list(block.get("coefficients") or [])
+    return values + [None] * (len(parameter_names(doc)) - len(values))
+
+
 def parameters(doc: dict, block: str) -> tuple[list[str], list[float | None]]:
     """Names and values of one block ("exact" or "sgd") of coefficients.json, intercept first."""
-    names = (["intercept"] if doc["intercept"] else []) + list(doc["terms"])
-    head = [doc[block]["intercept"]] if doc["intercept"] else []
-    return names, head + list(doc[block]["coefficients"])
+    return parameter_names(doc), parameter_values(doc, doc[block])
 
 
 def same_model(a: dict, b: dict) -> bool:
     """Same target, terms and intercept: the coefficients of the two can be compared."""
-    return (a.get("target"), a.get("terms"), a.get("intercept")) == (b.get("target"), b.get("terms"), b.get("intercept"))
+    return all(a.get(key) == b.get(key) for key in MODEL_KEYS)
 
 
 def drift(previous: dict | None, previous_version: str | None, doc: dict) -> dict:
@@ -87,11 +108,7 @@ def drift(previous: dict | None, previous_version: str | None, doc: dict) -> dic
 def _flat(doc: dict, field: str) -> list:
     """An exact-fit {"intercept", "coefficients"} field as one list in parameter order (None where
     absent, e.g. a document written before the field existed)."""
-    block = doc["exact"].get(field) or {}
-    head = [block.get("intercept")] if doc["intercept"] else []
-    values = head + list(block.get("coefficients") or [])
-    n = len(doc["terms"]) + int(doc["intercept"])
-    values += [None] * (n - len(values))
+    values = parameter_values(doc, doc["exact"].get(field))
     return [(None, None) if field == "conf_int" and v is None else v for v in values]
 
 

@@ -1,14 +1,34 @@
 """Reading version folders: which there are, and each one's JSON documents checked against its
-manifest. No Prefect or torch here: `linreg show`, `diff` and `versions` start in a blink."""
+manifest; and plain JSON values for those documents. No Prefect or torch here: `linreg show`,
+`diff` and `versions` start in a blink."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 LATEST = "latest"
+
+
+def jsonable(value: object) -> object:
+    """Plain JSON values: numpy scalars to Python, non-finite floats to null (JSON has no NaN)."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (np.floating, float)):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    return value
 
 
 def list_versions(artifacts_dir: Path) -> list[Path]:

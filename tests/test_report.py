@@ -11,8 +11,9 @@ import pytest
 from tasks.compare import compare_fits
 from tasks.config import TrainConfig
 from tasks.exact import fit_exact
-from tasks.report import coefficients_doc, comparison_doc, jsonable
+from tasks.report import coefficients_doc, comparison_doc
 from tasks.sgd import train_sgd
+from tasks.versions import jsonable
 from tests.helpers import tutorial_design
 
 
