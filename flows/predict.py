@@ -3,7 +3,6 @@ into a Parquet or CSV file that appears only when complete. The fit is never rec
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
@@ -16,7 +15,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from flows.show import resolve_version
-from tasks.versions import read_version
+from tasks.versions import hash_problem, read_version
 from tasks.errors import UserInputError
 from tasks.kernels.table import BLOCK_ROWS
 from tasks.load import open_input
@@ -47,17 +46,16 @@ def _output(data: Path, out: Path | None) -> tuple[Path, str]:
     return out, kind
 
 
-def _sound_file(version: Path, files: dict, name: str) -> Path:
-    """version/name, after checking that it matches its sha256 in manifest.json."""
+def _sound_bytes(version: Path, files: dict, name: str) -> bytes:
+    """The bytes of version/name, after checking them against their sha256 in manifest.json."""
     try:
         raw = (version / name).read_bytes()
     except OSError as exc:
         raise UserInputError(f"{version}: damaged version ({name} unreadable: {exc.strerror})") from None
-    if name not in files:
-        raise UserInputError(f"{version}: damaged version (manifest.json lists no sha256 for {name})")
-    if files[name] != hashlib.sha256(raw).hexdigest():
-        raise UserInputError(f"{version}: damaged version ({name} does not match its sha256 in manifest.json)")
-    return version / name
+    problem = hash_problem(files, name, raw)
+    if problem:
+        raise UserInputError(f"{version}: damaged version ({problem})")
+    return raw
 
 
 def load_model(version: Path) -> tuple[StoredModel, dict]:
@@ -69,8 +67,8 @@ def load_model(version: Path) -> tuple[StoredModel, dict]:
         raise UserInputError(f"{version}: no {DESIGN}: this version was written before `linreg predict` existed; "
                              "`linreg run` makes one that can predict")
     files = docs.manifest["files"]
-    design = json.loads(_sound_file(version, files, DESIGN).read_bytes())
-    state = load_sgd_model(_sound_file(version, files, SGD_MODEL))
+    design = json.loads(_sound_bytes(version, files, DESIGN))
+    state = load_sgd_model(version / SGD_MODEL, _sound_bytes(version, files, SGD_MODEL))
     return stored_model(design, docs.coefficients, state), docs.coefficients
 
 

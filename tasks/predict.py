@@ -22,7 +22,7 @@ import torch
 from scipy import linalg, stats
 
 from tasks.errors import UserInputError
-from tasks.kernels.design import ScaledBasis
+from tasks.kernels.design import ScaledBasis, term_values
 from tasks.sgd_model import linear_from
 
 MODELS = ("exact", "sgd")
@@ -88,13 +88,6 @@ def critical_t(model: StoredModel, alpha: float) -> float:
     return float(stats.t.ppf(1 - alpha / 2, model.df_resid))
 
 
-def terms_of(features: np.ndarray, degree: int) -> np.ndarray:
-    """(m, q) term values of (m, n_features) raw values: the features, or x, x^2, ..., x^degree."""
-    if degree == 1:
-        return features
-    return np.column_stack([features[:, 0] ** k for k in range(1, degree + 1)])
-
-
 def predict_block(model: StoredModel, columns: list[np.ndarray], t: float, use: str) -> dict[str, np.ndarray]:
     """The output columns of one block: columns are the model's features, (m,) float64 each; t from
     critical_t; use: "exact" or "sgd", the model whose prediction the intervals are centred on."""
@@ -106,7 +99,7 @@ def predict_block(model: StoredModel, columns: list[np.ndarray], t: float, use: 
     h = np.einsum("ij,ij->j", V, V)
     se = model.residual_std * np.sqrt(h)
     with torch.no_grad():
-        sgd = model.sgd(torch.from_numpy(np.ascontiguousarray(terms_of(features, model.degree)))).numpy()[:, 0]
+        sgd = model.sgd(torch.from_numpy(np.ascontiguousarray(term_values(features, model.degree)))).numpy()[:, 0]
     centre = exact if use == "exact" else sgd
     half_obs = t * np.sqrt(model.residual_std**2 + se**2)
     kept = echoed(model)

@@ -71,10 +71,11 @@ def sgd_model_bytes(design: Design, sgd: SGDResult) -> bytes:
     return buffer.getvalue()
 
 
-def load_sgd_model(path: Path) -> dict:
-    """The dict of an sgd_model.pt, read with weights_only=True (no object is unpickled), on the CPU."""
+def load_sgd_model(path: Path, raw: bytes | None = None) -> dict:
+    """The dict of an sgd_model.pt, read with weights_only=True (no object is unpickled), on the CPU.
+    raw: the file's bytes, when the caller already read (and checked) them; path then names it."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path if raw is None else io.BytesIO(raw), map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise UserInputError(f"{path}: no such file (a version written before models were saved?)") from None
     except (OSError, EOFError, RuntimeError, pickle.UnpicklingError) as error:

@@ -62,6 +62,15 @@ def _load(file: Path) -> tuple[dict, bytes, str | None]:
     return (doc, raw, None) if isinstance(doc, dict) else ({}, raw, f"{file.name} is not a JSON object")
 
 
+def hash_problem(recorded: dict, name: str, raw: bytes) -> str | None:
+    """What is wrong with a version file's bytes against manifest.json's sha256s (None: nothing)."""
+    if name not in recorded:
+        return f"manifest.json lists no sha256 for {name}"
+    if recorded[name] != hashlib.sha256(raw).hexdigest():
+        return f"{name} does not match its sha256 in manifest.json"
+    return None
+
+
 def read_version(path: Path) -> VersionDocs:
     """Read manifest, coefficients and comparison; each must parse and match its sha256 in the manifest."""
     manifest, _, damage = _load(path / "manifest.json")
@@ -69,9 +78,5 @@ def read_version(path: Path) -> VersionDocs:
     docs = {}
     for name in ("coefficients.json", "comparison.json"):
         docs[name], raw, problem = _load(path / name)
-        if problem is None and name not in recorded:
-            problem = f"manifest.json lists no sha256 for {name}"
-        elif problem is None and recorded[name] != hashlib.sha256(raw).hexdigest():
-            problem = f"{name} does not match its sha256 in manifest.json"
-        damage = damage or problem
+        damage = damage or problem or hash_problem(recorded, name, raw)
     return VersionDocs(manifest, docs["coefficients.json"], docs["comparison.json"], damage)

@@ -13,6 +13,15 @@ from tasks.kernels import rational
 from tasks.kernels.table import BLOCK_ROWS, ArrayTable, ColumnStats, Table
 
 
+def term_values(features: np.ndarray, degree: int) -> np.ndarray:
+    """(m, n_terms) term values of (m, n_features) raw predictor values: the features themselves,
+    or x, x^2, ..., x^degree of the single feature."""
+    if degree == 1:
+        return features
+    x = features[:, 0]
+    return np.column_stack([x**k for k in range(1, degree + 1)])
+
+
 @dataclass(frozen=True)
 class Design:
     """y ~ b0 + sum_j b_j * term_j over a table read in blocks.
@@ -56,10 +65,7 @@ class Design:
 
     def terms_of(self, features: np.ndarray) -> np.ndarray:
         """(m, n_terms) term values in float64 of (m, n_features) raw predictor values."""
-        if self.degree == 1:
-            return features
-        x = features[:, 0]
-        return np.column_stack([x**k for k in range(1, self.degree + 1)])
+        return term_values(features, self.degree)
 
     def split(self, parts: int) -> list[Design]:
         """The same model over up to `parts` runs of consecutive rows, for passes done part by part
