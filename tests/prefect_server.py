@@ -46,6 +46,13 @@ def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
         pass
 
 
+def api_client(url: str):
+    """A sync Prefect client for `url` (settings read at call time, not from the test process)."""
+    from prefect.client.orchestration import SyncPrefectClient
+
+    return SyncPrefectClient(api=url)
+
+
 @contextmanager
 def prefect_server(home: Path, startup_timeout: float = 120):
     """Yield the API URL of a fresh `prefect server start` (SQLite under `home`)."""

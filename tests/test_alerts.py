@@ -19,7 +19,8 @@ import pytest
 from tasks.alerts import DRIFT_EVENT, NOT_CONVERGED_EVENT, find_alerts
 from tasks.compare import Comparison
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y, seed_workspace
-from tests.prefect_server import BIN, cli_env, prefect_server
+from tests.prefect_server import BIN, api_client, cli_env, prefect_server
+from tests.test_cli import linreg
 
 AUTOMATIONS = Path(__file__).resolve().parents[1] / "automations.yaml"
 TUTORIAL = ["--lr", "0.001", "--epochs", "10000", "--tol", "0", "--no-standardize", "--dtype", "float32"]
@@ -71,11 +72,6 @@ def server(tmp_path_factory):
         yield url, home
 
 
-def _linreg(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "linreg"), *args], cwd=work, env=env, capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, timeout=600)
-
-
 @pytest.fixture(scope="module")
 def webhook():
     """A local HTTP endpoint that records the JSON bodies POSTed to it (the notifications)."""
@@ -124,16 +120,10 @@ def alerted(server, webhook, tmp_path_factory):
     (work / "data" / "moved.csv").write_text(_csv(1.5))
     env = cli_env(home, url)
     _install_automations(url, env, webhook[0], work)
-    first = _linreg(work, env, "run", "--max-drift", "0.1")
-    moved = _linreg(work, env, "run", "data/moved.csv", "--max-drift", "0.1", "--fail-on-drift")
-    tutorial = _linreg(work, env, "run", "data/moved.csv", *TUTORIAL, "--max-drift", "0.1")
+    first = linreg("run", "--max-drift", "0.1", cwd=work, env=env)
+    moved = linreg("run", "data/moved.csv", "--max-drift", "0.1", "--fail-on-drift", cwd=work, env=env)
+    tutorial = linreg("run", "data/moved.csv", *TUTORIAL, "--max-drift", "0.1", cwd=work, env=env)
     return {"url": url, "work": work, "runs": (first, moved, tutorial), "notes": webhook[1]}
-
-
-def _client(url: str):
-    from prefect.client.orchestration import SyncPrefectClient
-
-    return SyncPrefectClient(api=url)
 
 
 def _events(url: str, expected: int) -> list:
@@ -141,7 +131,7 @@ def _events(url: str, expected: int) -> list:
     from prefect.events.filters import EventFilter, EventNameFilter
 
     deadline = time.monotonic() + 180
-    with _client(url) as client:
+    with api_client(url) as client:
         while True:
             page = client.read_events(filter=EventFilter(event=EventNameFilter(prefix=["linreg."])), limit=50)
             if len(page.events) >= expected or time.monotonic() > deadline:
@@ -175,7 +165,7 @@ def test_the_server_receives_drift_and_not_converged_events_with_their_figures(a
     assert slow.resource.id == f"linreg.version.{Path(tutorial.stdout.splitlines()[-1]).name}"
     assert slow.payload["epochs"] == 10000 and slow.payload["max_rel_diff"] > slow.payload["rtol"]
     # Each event is related to the flow run that emitted it: the drifted one failed, the other did not.
-    with _client(alerted["url"]) as client:
+    with api_client(alerted["url"]) as client:
         states = []
         for event in (drift, slow):
             run_ids = [r.id.rsplit(".", 1)[1] for r in event.related if r.id.startswith("prefect.flow-run.")]
@@ -188,7 +178,7 @@ def test_the_summary_artifact_says_so_in_its_first_line(alerted):
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.client.schemas.sorting import ArtifactSort
 
-    with _client(alerted["url"]) as client:
+    with api_client(alerted["url"]) as client:
         summaries = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["linreg-summary"])),
                                           sort=ArtifactSort.CREATED_DESC)
     first_lines = [a.data.splitlines()[0] for a in summaries]
@@ -214,10 +204,10 @@ def test_the_shipped_automations_notify_on_both_events(alerted):
 
 def test_fail_on_drift_without_max_drift_is_a_bad_option(tmp_path):
     work = seed_workspace(tmp_path, _csv(1.0))
-    result = _linreg(work, cli_env(tmp_path / "home"), "run", "--fail-on-drift")
+    result = linreg("run", "--fail-on-drift", cwd=work, env=cli_env(tmp_path / "home"))
     assert result.returncode == 2
     assert result.stderr.strip() == ("linreg: error: option --fail-on-drift: needs --max-drift R (use --max-drift "
                                      "inf to fail only when SGD does not converge)")
-    result = _linreg(work, cli_env(tmp_path / "home"), "run", "--max-drift", "-1")
+    result = linreg("run", "--max-drift", "-1", cwd=work, env=cli_env(tmp_path / "home"))
     assert result.returncode == 2 and result.stderr.startswith("linreg: error: option --max-drift:")
     assert not (work / "artifacts").exists()

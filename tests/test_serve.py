@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.prefect_server import BIN, cli_env, prefect_server, stop
+from tests.prefect_server import BIN, api_client, cli_env, prefect_server, stop
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run",
@@ -29,13 +29,6 @@ def server(tmp_path_factory):
     home = tmp_path_factory.mktemp("serve-prefect")
     with prefect_server(home) as url:
         yield url, home
-
-
-def _client(url: str):
-    """A sync Prefect client for `url` (settings read at call time, not from the test process)."""
-    from prefect.client.orchestration import SyncPrefectClient
-
-    return SyncPrefectClient(api=url)
 
 
 def _completed_runs(client, deployment_id) -> list:
@@ -62,7 +55,7 @@ def served(server, tmp_path_factory):
         env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=work,
     )
     try:
-        with _client(url) as client:
+        with api_client(url) as client:
             deadline = time.monotonic() + 240
             deployment = None
             while True:
@@ -87,7 +80,7 @@ def test_scheduled_runs_complete_with_their_artifacts(served):
     """At least two scheduled runs completed; every task Completed; each has its summary and table."""
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterId
 
-    with _client(served["url"]) as client:
+    with api_client(served["url"]) as client:
         for run in served["runs"][:2]:
             tasks = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[run.id])))
             assert tasks and all(t.state.is_completed() for t in tasks), [(t.name, t.state.type) for t in tasks]
@@ -121,7 +114,7 @@ def test_serve_stops_cleanly_on_sigterm(server, tmp_path):
         env=cli_env(home, url), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
     )
     try:
-        with _client(url) as client:
+        with api_client(url) as client:
             deadline = time.monotonic() + 60
             while True:
                 try:
@@ -214,7 +207,7 @@ def hostile_run(server, tmp_path_factory) -> dict:
         env=cli_env(home, url), capture_output=True, text=True, timeout=600, cwd=work)
     assert done.returncode == 0, done.stderr[-3000:]
     version = Path(done.stdout.splitlines()[-1])
-    with _client(url) as client:
+    with api_client(url) as client:
         summaries = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["linreg-summary"])))
         # The version's name is in the summary's file links (percent-encoding leaves it as it is).
