@@ -173,7 +173,7 @@ def check_magnitudes(stats: ColumnStats, columns: tuple[str, ...], degree: int, 
                 f"{what} must stay below {limit:.3g} for {n} rows, or sums of squares overflow "
                 f"float64; rescale the column (e.g. divide it by 1e{_decades(top)})")
         # The smallest term column of |x| < 1 is the highest power.
-        if min(top, power * top) < -bits:
+        if math.isfinite(top) and min(top, power * top) < -bits:  # an all-zero column: check_design
             row, value = find(j, lambda v: np.abs(v) == largest[j])
             file, at = where(row)
             raise UserInputError(
@@ -211,7 +211,7 @@ class DistinctValues:
 
 
 def check_design(design: Design, source: str, distinct: int) -> Geometry:
-    """Enough rows, no constant predictor beside the intercept, enough distinct x for the degree,
+    """Enough rows, a target that varies (R² needs it), no constant predictor beside the intercept, enough distinct x for the degree,
     and a design of full rank; return its geometry (one pass over its table)."""
     names = design.term_names
     if design.n <= design.n_params:
@@ -219,6 +219,17 @@ def check_design(design: Design, source: str, distinct: int) -> Geometry:
         raise UserInputError(
             f"{source}: {design.n} rows, but the model has {design.n_params} parameters ({params}); "
             f"need at least {design.n_params + 1} rows"
+        )
+    y = design.stats.column(slice(0, 1))
+    if design.intercept and y.min[0] == y.max[0]:
+        raise UserInputError(
+            f"{source}: target column {design.target!r} is constant (every row is {float(y.min[0])!r}); "
+            "R\u00b2 is undefined for it and there is nothing to fit"
+        )
+    if not design.intercept and y.min[0] == y.max[0] == 0:
+        raise UserInputError(
+            f"{source}: target column {design.target!r} is 0 on every row; the uncentered R\u00b2 is "
+            "undefined for it and there is nothing to fit"
         )
     x = design.stats.column(slice(1, None))
     if design.intercept:
@@ -243,6 +254,9 @@ def check_design(design: Design, source: str, distinct: int) -> Geometry:
         null = vt[-1]
         params = (("intercept",) if design.intercept else ()) + names
         involved = [params[j] for j in np.flatnonzero(np.abs(null) > 1e-6 * np.abs(null).max())]
+        if len(involved) == 1:  # the null vector is e_j: that column is 0 on every row
+            raise UserInputError(f"{source}: the design is rank deficient: column {involved[0]!r} is 0 on "
+                                 "every row; drop it")
         raise UserInputError(
             f"{source}: the design is rank deficient: columns {', '.join(map(repr, involved))} "
             "are linearly dependent (exactly collinear); drop one of them"

@@ -244,6 +244,11 @@ BAD_DATA = {
                           {"collinear.csv": csv_text([(x, str(2 * float(x)), y) for x, y in SEED_ROWS], "x,z,y")}),
     "constant-feature": Bad(["inputs/flat.csv"], [r"flat\.csv", r"\bx\b"],
                             {"flat.csv": csv_text([("1.0", y) for _, y in SEED_ROWS])}),
+    "constant-target": Bad(["inputs/price.csv", "--target", "price"], [r"price\.csv", r"\bprice\b", r"constant",
+                                                                        r"R²"],
+                           {"price.csv": csv_text([(x, "250.5") for x, _ in SEED_ROWS], "area,price")}),
+    "zero-target-without-intercept": Bad(["inputs/zero.csv", "--no-intercept"], [r"zero\.csv", r"\by\b", r"R²"],
+                                         {"zero.csv": csv_text([(x, "0") for x, _ in SEED_ROWS])}),
 }
 
 BAD_OPTIONS = {

@@ -322,6 +322,34 @@ def test_it_rejects_a_constant_predictor_with_an_intercept(tmp_path, block_rows)
 
 
 @BLOCKINGS
+def test_it_rejects_a_constant_target_with_an_intercept(tmp_path, block_rows):
+    """A constant target has no variation to explain: R² is undefined (0/0), so it is refused."""
+    path = _csv(tmp_path, "x,y\n1,7.5\n2,7.5\n3,7.5\n4,7.5\n")
+    with pytest.raises(UserInputError, match=_names(path) + r".*target column 'y' is constant.*7\.5.*R² is undefined"):
+        _run(path, block_rows)
+
+
+@BLOCKINGS
+def test_it_rejects_a_zero_target_without_an_intercept_and_accepts_a_constant_one(tmp_path, block_rows):
+    """Without an intercept R² is uncentered (sum of y²): undefined only when y is 0 on every row."""
+    path = _csv(tmp_path, "x,y\n1,0\n2,0\n3,0\n4,0\n")
+    with pytest.raises(UserInputError, match=_names(path) + r".*target column 'y' is 0 on every row.*uncentered R²"):
+        _run(path, block_rows, intercept=False)
+    assert _run(_csv(tmp_path, "x,y\n1,3\n2,3\n3,3\n4,3\n", "three.csv"), block_rows, intercept=False).rows == 4
+
+
+@BLOCKINGS
+def test_it_rejects_an_all_zero_feature_naming_it(tmp_path, block_rows):
+    """A column of zeros: with an intercept it is constant; without one the design is rank deficient
+    and the message says the column is 0 (it once overflowed in the magnitude check instead)."""
+    path = _csv(tmp_path, "x,z,y\n1,0,2\n2,0,3\n3,0,5\n4,0,4\n")
+    with pytest.raises(UserInputError, match=_names(path) + r".*'z' is constant \(every row is 0\.0\)"):
+        _run(path, block_rows)
+    with pytest.raises(UserInputError, match=_names(path) + r".*rank deficient: column 'z' is 0 on every row"):
+        _run(path, block_rows, intercept=False)
+
+
+@BLOCKINGS
 def test_it_rejects_exactly_collinear_columns_naming_both(tmp_path, block_rows):
     """x2 = 2 * x1: the design is rank deficient and both columns are named."""
     path = _csv(tmp_path, "x1,x2,y\n1,2,1.5\n2,4,2.9\n3,6,4.2\n4,8,4.8\n5,10,6.1\n")
