@@ -17,7 +17,7 @@ from tasks.errors import retry_unless_user_error
 from tasks.faults import crash_point
 from tasks.summary import drift, same_model, summary_markdown, table_rows
 from tasks.tempfiles import exclusive_lock, remove_stale, temp_name
-from tasks.versions import LATEST, list_versions, read_version
+from tasks.versions import LATEST, list_versions, nulled, read_version
 
 SUMMARY_KEY = "linreg-summary"
 TABLE_KEY = "linreg-coefficients"
@@ -32,8 +32,10 @@ def version_name(sha256: str, now: datetime) -> str:
 
 
 def dumps(doc: dict) -> bytes:
-    """JSON with float64 round-trip precision (Python writes the shortest exact repr)."""
-    return (json.dumps(doc, indent=2, allow_nan=False) + "\n").encode()
+    """JSON with float64 round-trip precision (Python writes the shortest exact repr). The builders
+    null what does not exist with its reason; a non-finite number they did not foresee becomes null
+    here too, never a failed write (every outcome of a run writes its version)."""
+    return (json.dumps(nulled(doc), indent=2, allow_nan=False) + "\n").encode()
 
 
 def previous_version(versions: list[Path], model: dict) -> tuple[str | None, dict | None]:

@@ -65,7 +65,11 @@ def mse(design: Design, params: np.ndarray, mapper: Mapper = local_map, parts: i
     in one streamed pass."""
     if not np.all(np.isfinite(params)):
         return math.inf
-    return residual_sum_squares(design, params, mapper=mapper, parts=parts) / design.n
+    try:
+        with np.errstate(all="ignore"):
+            return residual_sum_squares(design, params, mapper=mapper, parts=parts) / design.n
+    except (ValueError, OverflowError):  # a residual beyond float64 (|params| near 1e150 and up)
+        return math.inf
 
 
 # Plain standardized gradient descent needs about 23 kappa^2 epochs to reach 1e-6 (kappa: the
@@ -102,7 +106,8 @@ def compare_fits(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float, m
     max_abs = float(np.max(diff)) if np.all(np.isfinite(diff)) else math.inf
     max_rel = float(np.max(rel)) if np.all(np.isfinite(rel)) else math.inf
     sgd_mse = mse(design, b, mapper, parts)
-    distance = float(np.linalg.norm(b - a))
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverged run's distance is inf or NaN
+        distance = float(np.linalg.norm(b - a))
     converged = bool(max_rel <= rtol) and not sgd.diverged
     needed, fixes = None, ()
     if not converged and not sgd.diverged:

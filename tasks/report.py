@@ -20,6 +20,7 @@ from tasks.kernels import rational as rq
 from tasks.kernels.design import Design
 from tasks.kernels.tsqr import Geometry
 from tasks.sgd import SGDResult
+from tasks.versions import nulled
 
 PACKAGES = ("linreg-flow", "prefect", "torch", "numpy", "pandas", "pyarrow", "matplotlib", "pydantic", "scipy", "threadpoolctl")
 
@@ -36,7 +37,7 @@ def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison
     1 - alpha, and cov_params) and SGD side by side."""
     stats = infer(exact, design.n, alpha)
     k = design.intercept
-    return {
+    return nulled({
         "target": design.target,
         "terms": list(design.term_names),
         "intercept": design.intercept,
@@ -73,6 +74,8 @@ def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison
             "final_loss": sgd.final_loss,
             "converged": comparison.converged,
             "stop_reason": sgd.stop_reason,
+            "distance_estimate": sgd.distance,
+            "distance_floor": sgd.distance_floor,
             "optimizer": sgd.optimizer,
             "precondition": sgd.precondition,
             "lr": sgd.lr,
@@ -80,7 +83,20 @@ def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison
             "device": sgd.device,
             "dtype": sgd.dtype,
         },
-    }
+    }, {"exact": _exact_reason(exact), "sgd": _sgd_reason(sgd.stop_reason, sgd.epochs)})
+
+
+def _exact_reason(exact: ExactFit) -> str:
+    """Why a statistic of the exact fit can be infinite or undefined."""
+    if exact.rss == 0:
+        return "the fit is perfect (residual sum of squares 0): this statistic is infinite or undefined"
+    return "beyond float64's range for this data"
+
+
+def _sgd_reason(stop_reason: str, epochs: int) -> str:
+    if stop_reason == "diverged":
+        return f"SGD diverged at epoch {epochs}: its parameters or loss are no longer finite numbers"
+    return "beyond float64's range for this training"
 
 
 def design_doc(design: Design, geometry: Geometry, exact: ExactFit) -> dict:
@@ -109,8 +125,23 @@ def design_doc(design: Design, geometry: Geometry, exact: ExactFit) -> dict:
 
 
 def comparison_doc(comparison: Comparison) -> dict:
-    """comparison.json: every field of the Comparison."""
-    return dataclasses.asdict(comparison)
+    """comparison.json: every field of the Comparison; a quantity that does not exist is null with its
+    reason beside it."""
+    doc = dataclasses.asdict(comparison)
+    diverged = _sgd_reason(comparison.stop_reason, comparison.epochs)
+    reasons = {key: diverged for key in doc}
+    if comparison.stop_reason != "diverged":
+        reasons |= {
+            "max_rel_diff": "an exact parameter is 0 where SGD's is not: no relative difference exists",
+            "relative_distance": "every exact parameter is 0: no relative distance exists",
+        }
+    reasons["epochs_needed_estimate"] = "the loss is no longer falling: no rate to extrapolate"
+    if doc["epochs_needed_estimate"] is None:  # None, not infinite: say why there is no estimate
+        doc["epochs_needed_estimate_reason"] = (
+            "SGD reached the exact fit: no more epochs are needed" if comparison.converged else
+            "SGD diverged: no rate to extrapolate" if comparison.stop_reason == "diverged" else
+            "fewer than 10 recorded epochs above the exact fit's loss: no rate to measure")
+    return nulled(doc, reasons)
 
 
 def loss_history_parquet(sgd: SGDResult) -> bytes:

@@ -121,7 +121,12 @@ class Coordinates:
         return L, max(2.0 * s[-1] ** 2 / self.design.n, L * 1e-16)
 
     def to_original(self, theta: np.ndarray) -> np.ndarray:
-        """beta = y_scale N theta + y_shift e_0 in exact rational arithmetic, rounded once."""
+        """beta = y_scale N theta + y_shift e_0 in exact rational arithmetic, rounded once (in float
+        arithmetic where theta is not finite: a diverged run's parameters are NaN or inf there too)."""
+        if not np.all(np.isfinite(theta)):
+            with np.errstate(all="ignore"):
+                beta = self.scaling.y_scale * (np.array(rq.to_float(self.N)) @ theta)
+                return beta + np.eye(len(beta))[0] * (self.scaling.y_shift if self.k else 0.0)
         beta = rq.matvec(self.N, [Fraction(float(v)) for v in theta])
         ys, shift = Fraction(self.scaling.y_scale), Fraction(self.scaling.y_shift)
         return np.array([float(ys * b + (shift if i == 0 and self.k else 0)) for i, b in enumerate(beta)])

@@ -31,6 +31,57 @@ def jsonable(value: object) -> object:
     return value
 
 
+REASON = "_reason"  # suffix of the key that says why its neighbour is null
+PARAMETER_KEYS = {"intercept", "coefficients"}  # a per-parameter pair keeps its contract shape
+
+
+def _kind(value: float) -> str:
+    return "NaN" if math.isnan(value) else ("+inf" if value > 0 else "-inf")
+
+
+def _null_walk(value: object, reason: str) -> tuple[object, str | None]:
+    """(value with non-finite floats as None, the kind of the first one found or None)."""
+    if isinstance(value, dict):
+        return _null_dict(value, reason)
+    if isinstance(value, (list, tuple, np.ndarray)):
+        found, out = None, []
+        for item in value:
+            clean, kind = _null_walk(item, reason)
+            out.append(clean)
+            found = found or kind
+        return out, found
+    if isinstance(value, (float, np.floating)) and not math.isfinite(value):
+        return None, _kind(float(value))
+    return jsonable(value), None
+
+
+def _null_dict(doc: dict, reason: str) -> tuple[dict, str | None]:
+    out, found = {}, None
+    for key, value in doc.items():
+        clean, kind = _null_walk(value, reason)
+        out[str(key)] = clean
+        if kind is not None:
+            if set(doc) <= PARAMETER_KEYS | {k + REASON for k in PARAMETER_KEYS}:
+                found = found or kind  # the parent names the pair's reason
+            elif f"{key}{REASON}" not in doc:
+                out[f"{key}{REASON}"] = f"{reason} (the computed value was {kind})"
+    return out, found
+
+
+def nulled(doc: dict, reasons: dict[str, str] | None = None,
+           default: str = "not a finite number") -> dict:
+    """doc as plain JSON values where a quantity that does not exist is null with the reason beside it:
+    each non-finite float becomes None and its key K gains a neighbour K_reason (unless the builder
+    wrote one), from reasons[top-level key] or default. {"intercept", "coefficients"} pairs keep their
+    shape: their reason goes beside the pair (e.g. t_values_reason). JSON has no NaN or Infinity."""
+    reasons = reasons or {}
+    out = {}
+    for key, value in doc.items():
+        clean, kind = _null_walk({key: value}, reasons.get(str(key), default))
+        out.update(clean)
+    return out
+
+
 def list_versions(artifacts_dir: Path) -> list[Path]:
     """Version folders, oldest first (hidden temp folders and `latest` are not versions)."""
     if not artifacts_dir.is_dir():
