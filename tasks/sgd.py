@@ -11,6 +11,7 @@ epochs stop training on convergence or divergence (tasks/stop_rule.py), or at th
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable
@@ -65,6 +66,9 @@ class SGDResult:
     time_limit: the time limit training ran under, in seconds; None: none.
     distance: the last estimate of max_j |beta_j - beta*_j| / |beta*_j|, from the Newton step of
       the gradient at the final parameters; None when not measured (tol 0).
+    distance_floor: how much of that estimate the rounding of the float arithmetic alone can produce
+      (StopRule.rounding_distance at the final parameters): below it, no iterate in this dtype is
+      measurably closer; None when not measured (tol 0, or diverged).
     The model as trained (None when not recorded), for sgd_model.pt:
     trained: (p,) theta = [bias, weight] in training coordinates, in float64 (exact for float32);
     input_map: (p, q) the float of N[:, k:]: training inputs a = [1, terms] @ input_map (no 1 without
@@ -86,6 +90,7 @@ class SGDResult:
     seconds: float = 0.0
     time_limit: float | None = None
     distance: float | None = None
+    distance_floor: float | None = None
     precondition: bool = False
     trained: np.ndarray | None = None
     input_map: np.ndarray | None = None
@@ -151,6 +156,7 @@ def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None
     batch = cfg.batch_size if cfg.batch_size is not None and cfg.batch_size < n else None
     if cfg.optimizer == "lbfgs":
         scale = min(LBFGS_PAIRS / coords.curvature[1], torch.finfo(dtype).max ** 0.5)
+        restart: list = []  # [memory before a restart] while its first step is pending; [None]: no more
 
     def full_epoch() -> torch.Tensor:
         """One torch.optim step on all rows; n times the loss before it."""
@@ -159,6 +165,11 @@ def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None
         return total
 
     def lbfgs_epoch() -> torch.Tensor:
+        # When its line search finds no step (a step of 0), torch's L-BFGS keeps its memory and
+        # gradient and takes the same step of 0 at every later epoch: stuck for good (Filip: 1.07
+        # from the optimum on one BLAS kernel path, 6e-9 on others). Then its memory is cleared, as
+        # L-BFGS codes do on a failed line search, and it restarts from steepest descent; if that
+        # first step overflows (float32 at its floor), it is undone and restarts end.
         ref, start = theta.clone(), []
 
         def closure() -> torch.Tensor:
@@ -173,6 +184,16 @@ def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None
             return total * (scale / n)
 
         opt.step(closure)
+        if restart and not bool(torch.isfinite(theta).all()):
+            theta.copy_(ref)  # undo the restart's first step, restore the memory, restart no more
+            opt.state.clear()
+            opt.state.update(restart.pop())
+            restart.append(None)
+        elif not restart and torch.equal(theta, ref):
+            restart.append({k: copy.deepcopy(v) for k, v in opt.state.items()})
+            opt.state.clear()
+        elif restart and restart[-1] is not None:
+            restart.clear()
         return start[0]
 
     def batch_epoch() -> torch.Tensor | None:
@@ -234,6 +255,7 @@ def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None
                 break
         if final is None:
             final = float(data.full()) / n
+        floor = rule.rounding_distance(data) if cfg.tol > 0 and stop != "diverged" else None
     trained = theta.double().cpu().numpy().copy()  # not a view of the training buffer
     beta = coords.to_original(trained)
     k = int(design.intercept)
@@ -252,6 +274,7 @@ def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None
         seconds=time.perf_counter() - start,
         time_limit=cfg.timeout,
         distance=distance,
+        distance_floor=floor,
         precondition=cfg.precondition,
         trained=trained,
         input_map=np.array(rq.to_float(coords.N))[:, k:],

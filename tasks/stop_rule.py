@@ -31,6 +31,8 @@ MARGIN = 1e-4
 # farther out (Adam's fixed steps) runs on.
 NEAR = 0.1
 PATIENCE = 100
+# Standard deviations of the rounding noise in the distance estimate that still count as noise.
+NOISE_SIGMAS = 4.0
 # Training has diverged when the loss is not finite or grew by this factor over the first loss.
 EXPLODED = 1e12
 
@@ -57,6 +59,7 @@ class StopRule:
     tail: np.ndarray = field(default_factory=lambda: np.empty(0))
     best: float = math.inf
     best_at: int = 0
+    product: float = 0.0  # the float64 rounding of the last estimate's product K g
 
     @cached_property
     def newton(self) -> np.ndarray:
@@ -79,18 +82,29 @@ class StopRule:
         parameters to the optimum, |K g| / |beta*|."""
         total = data.full()
         host = torch.cat([total.reshape(1), data.grad]).double().cpu().numpy()  # one host sync
+        g = host[1:]
         with np.errstate(divide="ignore", invalid="ignore"):
-            distance = float(np.max(np.abs(self.newton @ host[1:]) / self.optimum_scale))
+            distance = float(np.max(np.abs(self.newton @ g) / self.optimum_scale))
+            # The product K g in float64 is exact to gamma_p |K| |g| (K has entries of both signs).
+            gamma = len(g) * np.finfo(np.float64).eps
+            self.product = float(np.max(gamma * (np.abs(self.newton) @ np.abs(g)) / self.optimum_scale))
         return float(host[0]) / data.n, distance if math.isfinite(distance) else math.inf
 
     def rounding_distance(self, data: TrainingRows) -> float:
-        """A bound on the distance estimate that rounding alone produces: one rounding (unit u) in each
-        product of g = 2/n A^T (A theta - y) and in the rows themselves moves g by up to about
-        u 2/n |A|^T (|A| |theta| + |y|), and the estimate by |K| times that."""
+        """How large a distance estimate rounding alone produces: rounding (unit u) each residual
+        r_i (by about u e_i, e_i = |a_i| |theta| + |y_i|; it also stands for the rounding of the rows
+        themselves) and each product a_ij r_i of g = 2/n A^T r moves K g by independent errors of
+        variance u^2 (2/n)^2 (sum_i (K a_i)^2 e_i^2 + K^2 sum_i a_i^2 r_i^2); the estimate is NOISE_SIGMAS
+        standard deviations of that, times sqrt(log2 n) for the depth of the sums; plus the rounding of the
+        product K g itself (self.product, from the last self.distance). A worst case
+        (|K| |A|^T e) would be 1e10 times too large on Filip and let a stalled run stop far out."""
         u = torch.finfo(data.grad.dtype).eps / 2
-        g = data.bound().double().cpu().numpy() * (u * 2 / data.n)
+        residual, products = data.rounding(self.newton)
+        variance = residual + np.square(self.newton) @ products
+        spread = NOISE_SIGMAS * math.sqrt(math.log2(max(data.n, 2)))
         with np.errstate(divide="ignore", invalid="ignore"):
-            return float(np.max(np.abs(self.newton) @ g / self.optimum_scale))
+            noise = float(np.max(spread * u * (2 / data.n) * np.sqrt(variance) / self.optimum_scale))
+        return noise + self.product
 
     def _loss_flat(self, chunk: np.ndarray) -> bool:
         """Whether the best loss so far improved by <= tol (relative) over PATIENCE epochs somewhere

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from fractions import Fraction
 
 import pytest
 from hypothesis import given
@@ -79,11 +80,10 @@ def test_lines_are_one_per_new_tenth_for_any_call_pattern(total, data):
         patch.setattr(progress_module, "create_progress_artifact", lambda progress, description: "id")
         patch.setattr(progress_module, "update_progress_artifact", lambda artifact_id, progress: None)
         epochs = _run(calls, total).epochs()
-    expected, reached = [], 0
-    for epoch in calls:
-        if 10 * epoch // total > reached:
-            expected.append(epoch)
-            reached = 10 * epoch // total
+    # Independently of the code's bucket arithmetic: the k-th tenth is reached at the exact rational
+    # k total / 10; a call logs when it is the first to reach one or more of those marks.
+    marks = [Fraction(k * total, 10) for k in range(1, 11)]
+    expected = [epoch for previous, epoch in zip([0, *calls], calls) if any(previous < m <= epoch for m in marks)]
     assert epochs == expected
     assert len(epochs) <= 10 and len(set(epochs)) == len(epochs)
 

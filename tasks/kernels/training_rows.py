@@ -93,14 +93,27 @@ def part_loss_gradient(row_map: RowMap, theta_y: np.ndarray, ref: np.ndarray | N
     return float(loss), grad
 
 
-def part_bound(row_map: RowMap, theta_y: np.ndarray, part: Design) -> np.ndarray:
-    """A part's |A|^T (|A| |theta| + |y|) (p,) in float64: the scale of the gradient's rounding."""
-    total = np.zeros(len(theta_y) - 1)
+def rounding_sums(Ay: np.ndarray, theta_y: np.ndarray, K: np.ndarray) -> np.ndarray:
+    """(2, p) for rows Ay = [A y] (m, p + 1) in float64: sum_i (K a_i)^2 e_i^2 and sum_i a_i^2 r_i^2,
+    with r_i = a_i theta - y_i and e_i = |a_i| |theta| + |y_i|, the scale of r_i's rounding. They
+    are the variances, in units of u^2, of what rounding the residuals (and the rows themselves) and
+    the products a_ij r_i adds to the Newton step K g (StopRule.rounding_distance)."""
+    r, e = Ay @ theta_y, np.abs(Ay) @ np.abs(theta_y)
+    A = Ay[:, :-1]
+    return np.stack([(np.square(A @ K.T) * np.square(e)[:, None]).sum(0), (np.square(A) * np.square(r)[:, None]).sum(0)])
+
+
+def part_rounding(row_map: RowMap, theta_y: np.ndarray, K: np.ndarray, part: Design) -> np.ndarray:
+    """A part's rounding_sums, block by block."""
+    total = np.zeros((2, len(theta_y) - 1))
     for features, y in part.blocks():
         if len(y):
-            Ay = np.abs(row_map.rows(part, features, y))
-            total += Ay[:, :-1].T @ (Ay @ np.abs(theta_y))
+            total += rounding_sums(row_map.rows(part, features, y), theta_y, K)
     return total
+
+
+# Rows per piece of the rounding sums of held rows (a few MB of float64 temporaries at a time).
+ROUNDING_ROWS = 65536
 
 
 class HeldRows:
@@ -145,10 +158,11 @@ class HeldRows:
         self.theta.addmv_(self.G, r, alpha=-lr)
         return r
 
-    def bound(self) -> torch.Tensor:
-        """|A|^T (|A| |theta| + |y|) (p,), the scale of the gradient's rounding."""
-        absolute = self.Ay.abs()
-        return absolute[:, :-1].t() @ (absolute @ self.theta_y.abs())
+    def rounding(self, K: np.ndarray) -> np.ndarray:
+        """rounding_sums of every row (2, p), in float64 and in pieces of ROUNDING_ROWS rows."""
+        theta_y = self.theta_y.double().cpu().numpy()
+        return sum((rounding_sums(self.Ay[lo:lo + ROUNDING_ROWS].double().cpu().numpy(), theta_y, K)
+                    for lo in range(0, self.n, ROUNDING_ROWS)), np.zeros((2, len(K))))
 
     def relative(self, ref: torch.Tensor) -> torch.Tensor:
         """n (f(theta) - f(ref)) = 2 r.s + s.s, s = A (theta - ref), r the residual of the last
@@ -200,9 +214,9 @@ class StreamedRows:
         self.theta.add_(self.grad, alpha=-lr)
         return total
 
-    def bound(self) -> torch.Tensor:
-        parts = self.mapper(partial(part_bound, self.row_map, self._host(self.theta_y)), self.parts)
-        return torch.from_numpy(sum(parts, np.zeros(len(self.grad))))
+    def rounding(self, K: np.ndarray) -> np.ndarray:
+        parts = self.mapper(partial(part_rounding, self.row_map, self._host(self.theta_y), K), self.parts)
+        return sum(parts, np.zeros((2, len(self.grad))))
 
     def batches(self, generator: torch.Generator, batch: int) -> Iterator[torch.Tensor]:
         """Batches of `batch` rows from the blocks in random order, each block's rows shuffled;
