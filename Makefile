@@ -34,8 +34,14 @@ install-dev: $(VENV)/.installed-dev
 run: install
 	@$(BIN)/linreg run data/seed.csv
 
+# Then the numerically sensitive tests (pytest -m numeric) again under torch's other CPU kernels
+# (tests/capabilities.py), so that a result that holds on one kernel path only fails here too.
 test: install-dev
 	$(BIN)/python -m pytest -q
+	@for cap in $$($(BIN)/python -m tests.capabilities); do \
+		echo "== the numeric tests again with ATEN_CPU_CAPABILITY=$$cap"; \
+		ATEN_CPU_CAPABILITY=$$cap $(BIN)/python -m pytest -q -m numeric || exit 1; \
+	done
 
 # The UI must be told the API's port when it is not Prefect's default 4200.
 server: install

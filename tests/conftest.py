@@ -34,6 +34,13 @@ os.environ["MPLBACKEND"] = "Agg"
 os.environ.pop("LINREG_DEBUG", None)
 
 import pytest  # noqa: E402
+from hypothesis import settings  # noqa: E402
+
+# In CI (CI=true) the property tests draw the same examples every run, so a red run replays; on a
+# developer's machine they explore afresh each time.
+settings.register_profile("ci", derandomize=True)
+if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    settings.load_profile("ci")
 
 
 @pytest.fixture(scope="session")
@@ -49,6 +56,18 @@ def prefect_harness():
         # No heartbeat thread: runs are short and the harness stops the server under it.
         with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
             yield
+
+
+@pytest.fixture(scope="session")
+def shared_server(tmp_path_factory):
+    """One real `prefect server start` (url, home) for the modules whose runs only read back their own
+    results (NIST, time limits, crashes, every outcome through the CLI): one start instead of four.
+    Modules that count what the server holds (alerts, serve and the UI) keep a server of their own."""
+    from tests.prefect_server import prefect_server
+
+    home = tmp_path_factory.mktemp("shared-prefect")
+    with prefect_server(home) as url:
+        yield url, home
 
 
 # The tutorial's ten points (the same as data/seed.csv); its exact least-squares line is

@@ -15,6 +15,8 @@ from tasks.exact import fit_exact
 from tasks.sgd import SGDResult
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y, make_design, tutorial_design
 
+pytestmark = pytest.mark.numeric  # run again under torch's other CPU kernels (make test)
+
 
 def _sgd(params, *, intercept=True, stop_reason="epochs", epochs=100, losses=None, time_limit=None,
          optimizer="sgd", precondition=False) -> SGDResult:

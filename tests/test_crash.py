@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,7 +29,7 @@ from tasks.artifacts import LATEST_TEMP, VERSION_TEMP, dumps, list_versions, pre
 from tasks.artifacts import version_name, write_version
 from tasks.faults import CRASH_AT
 from tasks.tempfiles import remove_stale, temp_name
-from tests.prefect_server import BIN, cli_env, prefect_server
+from tests.prefect_server import BIN, cli_env
 from tests.test_flow import assert_complete_version
 
 SEED = Path(__file__).resolve().parents[1] / "data" / "seed.csv"
@@ -42,10 +43,8 @@ class Dirs:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    home = tmp_path_factory.mktemp("crash-prefect")
-    with prefect_server(home) as url:
-        yield url, home
+def server(shared_server):
+    return shared_server
 
 
 def start_run(server, dirs: Dirs, crash_at: str | None = None, log: Path | None = None) -> subprocess.Popen:
@@ -148,27 +147,64 @@ CRASH_POINTS = {
 }
 
 
-@pytest.mark.parametrize("point", list(CRASH_POINTS))
-def test_a_kill_at_each_crash_point_leaves_only_complete_versions_and_the_next_run_works(
-        server, baseline, tmp_path, point):
-    """SIGKILL of the group at the point: invariants hold; the next run exits 0 and removes the leftovers."""
-    dirs = fresh_dirs(tmp_path, baseline[0])
-    before = visible_versions(dirs.artifacts)
-    assert finish(start_run(server, dirs, crash_at=point)) == -signal.SIGKILL
-    check_invariants(dirs)
-    new_versions, latest_moved, leftovers = CRASH_POINTS[point]
-    after = visible_versions(dirs.artifacts)
-    assert len(after) == len(before) + new_versions
-    assert latest(dirs.artifacts) == (after[-1] if latest_moved else before[-1])
-    left = temp_entries(dirs)
-    assert len(left) == len(leftovers) and all(map(fnmatch, left, leftovers)), (left, leftovers)
+@dataclass
+class Killed:
+    """One crash point's scenario: the kill, what it left, then the next run and what that left."""
 
-    path = run_ok(server, dirs)
-    check_invariants(dirs)
-    assert visible_versions(dirs.artifacts) == after + [path.name]
-    assert latest(dirs.artifacts) == path.name
-    assert temp_entries(dirs) == []
-    assert json.loads((path / "coefficients.json").read_text())["drift"]["since"] == after[-1]
+    code: int
+    before: list[str]
+    after: list[str]
+    latest: str | None
+    left: list[str]
+    checked: Exception | None = None
+    next_path: Path | None = None
+    next_versions: list[str] | None = None
+    next_latest: str | None = None
+    next_left: list[str] | None = None
+
+
+def kill_then_rerun(server, baseline: Path, root: Path, point: str) -> Killed:
+    dirs = fresh_dirs(root, baseline)
+    before = visible_versions(dirs.artifacts)
+    code = finish(start_run(server, dirs, crash_at=point))
+    killed = Killed(code, before, visible_versions(dirs.artifacts), latest(dirs.artifacts), temp_entries(dirs))
+    try:
+        check_invariants(dirs)
+        killed.next_path = run_ok(server, dirs)
+        check_invariants(dirs)
+    except AssertionError as exc:  # reported by the test of this point
+        killed.checked = exc
+        return killed
+    killed.next_versions, killed.next_latest = visible_versions(dirs.artifacts), latest(dirs.artifacts)
+    killed.next_left = temp_entries(dirs)
+    return killed
+
+
+@pytest.fixture(scope="module")
+def killed(server, baseline, tmp_path_factory) -> dict[str, Killed]:
+    """The five scenarios side by side (each its own folders; processes, so both cores work)."""
+    root = tmp_path_factory.mktemp("killed")
+    with ThreadPoolExecutor(len(CRASH_POINTS)) as pool:
+        futures = {p: pool.submit(kill_then_rerun, server, baseline[0], root / p, p) for p in CRASH_POINTS}
+        return {p: f.result() for p, f in futures.items()}
+
+
+@pytest.mark.parametrize("point", list(CRASH_POINTS))
+def test_a_kill_at_each_crash_point_leaves_only_complete_versions_and_the_next_run_works(killed, point):
+    """SIGKILL of the group at the point: invariants hold; the next run exits 0 and removes the leftovers."""
+    run = killed[point]
+    assert run.code == -signal.SIGKILL
+    if run.checked is not None:
+        raise run.checked
+    new_versions, latest_moved, leftovers = CRASH_POINTS[point]
+    assert len(run.after) == len(run.before) + new_versions
+    assert run.latest == (run.after[-1] if latest_moved else run.before[-1])
+    assert len(run.left) == len(leftovers) and all(map(fnmatch, run.left, leftovers)), (run.left, leftovers)
+
+    assert run.next_versions == run.after + [run.next_path.name]
+    assert run.next_latest == run.next_path.name
+    assert run.next_left == []
+    assert json.loads((run.next_path / "coefficients.json").read_text())["drift"]["since"] == run.after[-1]
 
 
 def test_kills_at_random_moments_leave_only_complete_versions(server, baseline, tmp_path):

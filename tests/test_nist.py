@@ -20,7 +20,7 @@ import pytest
 
 from tasks.exact import IllConditionedWarning, fit_exact
 from tests.helpers import make_design
-from tests.prefect_server import BIN, cli_env, prefect_server
+from tests.prefect_server import BIN, cli_env
 from tests.test_exact_streaming import reread
 
 NIST = Path(__file__).parent / "data" / "nist"
@@ -42,10 +42,9 @@ def lre(estimate: float | None, certified: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def api_url(tmp_path_factory):
-    """One real Prefect server for every run of this module (a run then takes seconds)."""
-    with prefect_server(tmp_path_factory.mktemp("nist-prefect")) as url:
-        yield url
+def api_url(shared_server):
+    """A real Prefect server for every run of this module (a run then takes seconds)."""
+    return shared_server[0]
 
 
 def run_cli(api_url: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
