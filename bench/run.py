@@ -89,6 +89,8 @@ def main() -> None:
                 whole_runs = f"**failed**: {exc}"
         say("(d) accuracy")
         nist = included("bench_nist", [], home, timeout)
+        say("(e) training under each torch CPU kernel set")
+        paths = included("bench_training_paths", ["--smoke"] if args.smoke else [], home, timeout)
     mode = "`bench/run.py --smoke`: tiny sizes, a check that the bench runs, not a measurement" if args.smoke \
         else "`make bench` (bench/run.py)"
     args.out.write_text(f"""# linreg-flow benchmarks
@@ -124,6 +126,10 @@ fit is certified: a column-statistics pass, one TSQR pass, double-double refinem
 ## (d) Accuracy: NIST StRD, minimum LRE (correct digits, 15 = all)
 
 {nist}
+
+## (e) Training's reach under each torch CPU kernel set (ATEN_CPU_CAPABILITY)
+
+{paths}
 
 Total bench time: {time.perf_counter() - start:.0f} s.
 """)

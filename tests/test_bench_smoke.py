@@ -33,7 +33,7 @@ def table(text: str) -> list[dict[str, str]]:
 
 
 def test_smoke_bench_writes_every_table_with_finite_ratios(tmp_path):
-    """The smoke run exits 0 and RESULTS.md has the machine, the goals and tables (a) to (d); the
+    """The smoke run exits 0 and RESULTS.md has the machine, the goals and tables (a) to (e); the
     exact-fit table has every approach at 1e3 rows x 1 and 4 features with finite positive ratios and
     coefficients that agree with linreg-flow's, and the NIST table has LREs in [0, 15]."""
     out = tmp_path / "RESULTS.md"
@@ -43,7 +43,7 @@ def test_smoke_bench_writes_every_table_with_finite_ratios(tmp_path):
     found = sections(out.read_text())
     titles = list(found)
     assert titles[:2] == ["Machine", "Goals of issue 8"]
-    assert [t[:3] for t in titles[2:]] == ["(a)", "(b)", "(c)", "(d)"]
+    assert [t[:3] for t in titles[2:]] == ["(a)", "(b)", "(c)", "(d)", "(e)"]
     assert "CPU:" in found["Machine"] and "torch" in found["Machine"]
 
     training = found[titles[2]]
@@ -62,6 +62,10 @@ def test_smoke_bench_writes_every_table_with_finite_ratios(tmp_path):
     nist = table(found[titles[5]])
     assert len(nist) == 11
     assert all(0 <= float(v) <= 15 for r in nist for k, v in r.items() if k != "dataset")
+
+    paths = table(found[titles[6]])
+    assert [r["data set"] for r in paths] == ["Longley"] and "failed" not in found[titles[6]]
+    assert float(paths[0]["floor"]) > 0 and "(tol, " in paths[0]["default (runs default)"]
 
 
 def test_measure_reports_the_childs_own_output_and_peak_rss(tmp_path):
