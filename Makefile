@@ -5,6 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 PORT ?= 4200
+# pytest-xdist workers for `make test`: a module's tests stay together on one worker (--dist loadfile);
+# two overlap one module's server starts and sleeps with another's work on a 2-core machine.
+TEST_WORKERS ?= 2
 
 # Prefect and matplotlib keep their state inside the project, never in $HOME.
 export PREFECT_HOME ?= $(CURDIR)/.prefect
@@ -37,7 +40,7 @@ run: install
 # Then the numerically sensitive tests (pytest -m numeric) again under torch's other CPU kernels
 # (tests/capabilities.py), so that a result that holds on one kernel path only fails here too.
 test: install-dev
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 	@for cap in $$($(BIN)/python -m tests.capabilities); do \
 		echo "== the numeric tests again with ATEN_CPU_CAPABILITY=$$cap"; \
 		ATEN_CPU_CAPABILITY=$$cap $(BIN)/python -m pytest -q -m numeric || exit 1; \
