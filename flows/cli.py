@@ -27,7 +27,10 @@ OptimizerOpt = Annotated[str, typer.Option(help="sgd, momentum, adam or lbfgs.")
 Lr = Annotated[str, typer.Option(help="Learning rate, or 'auto' (1/L from the design's spectrum).")]
 Epochs = Annotated[int, typer.Option(help="Upper bound on training epochs.")]
 BatchSize = Annotated[Optional[int], typer.Option(help="Mini-batch size (default: full batch).")]
-Tol = Annotated[float, typer.Option(help="Stop when the relative loss change is <= tol; 0 disables it.")]
+Tol = Annotated[float, typer.Option(help=(
+    "Early stop (0 disables it): training stops once the distance to the exact fit estimated from the "
+    "gradient (its Newton step) is within the verdict's tolerance, or once the best loss improved by "
+    "<= tol (relative) over 100 epochs and that estimate is at float rounding."))]
 Standardize = Annotated[bool, typer.Option("--standardize/--no-standardize", help="Standardize inside training.")]
 Seed = Annotated[int, typer.Option(help="Seed of the local torch generator.")]
 Device = Annotated[str, typer.Option(help="cpu, cuda or auto.")]
@@ -35,7 +38,8 @@ Dtype = Annotated[str, typer.Option(help="float32 or float64.")]
 TrainTimeout = Annotated[float, typer.Option(
     help="Time limit of training in seconds; it then stops (stop reason 'timeout') and keeps what it reached (0: none).")]
 Rtol = Annotated[Optional[float], typer.Option(help="Relative tolerance of the converged verdict (default 1e-6, float32: 1e-4).")]
-ArtifactsDir = Annotated[Path, typer.Option(help="Where version folders are written.")]
+ArtifactsDir = Annotated[Path, typer.Option(help="Where version folders are (default: $LINREG_ARTIFACTS_DIR, "
+                                                  "else artifacts/).", envvar="LINREG_ARTIFACTS_DIR")]
 DataDir = Annotated[Path, typer.Option(help="Where validated/<sha256>.parquet is stored.")]
 Alpha = Annotated[float, typer.Option(help="Confidence intervals at level 1 - alpha.")]
 Precondition = Annotated[bool, typer.Option(
@@ -46,10 +50,26 @@ Dask = Annotated[Optional[str], typer.Option(
 MaxDrift = Annotated[Optional[float], typer.Option(
     help="Alert (a Prefect event) when an exact coefficient moved more than this relative change since the "
          "previous version of the same model, or when SGD did not converge.")]
+Decimal = Annotated[str, typer.Option(help="The decimal mark of a CSV's numbers: '.' or ',' (130,7 with ; between "
+                                            "values, as pandas' decimal=).")]
 FailOnDrift = Annotated[bool, typer.Option(
     "--fail-on-drift", help="With --max-drift: an alert fails the flow run (the version is still written).")]
 # `--dask` alone: typer options cannot take an optional value, so main() writes it as `--dask local`.
 LOCAL_CLUSTER = "local"
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        print(f"linreg-flow {version('linreg-flow')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit.")] = False) -> None:
+    """Exact least squares against torch gradient descent."""
 
 
 def _check_writable_folder(option: str, folder: Path) -> None:
@@ -79,7 +99,7 @@ def _config(data: Path, target: str, features: str | None, degree: int, no_inter
             standardize: bool, seed: int, device: str, dtype: str, rtol: float | None,
             artifacts_dir: Path, data_dir: Path, train_timeout: float = 3600.0,
             precondition: bool = False, alpha: float = 0.05, max_drift: float | None = None,
-            fail_on_drift: bool = False):
+            fail_on_drift: bool = False, decimal: str = "."):
     """Options -> RunConfig, checked before anything runs (a bad option is exit 2, nothing written)."""
     from tasks.config import build_config
 
@@ -102,6 +122,7 @@ def _config(data: Path, target: str, features: str | None, degree: int, no_inter
         optimizer=optimizer, lr=lr_value, epochs=epochs, batch_size=batch_size, tol=tol,
         standardize=standardize, seed=seed, device=device, dtype=dtype, rtol=rtol, precondition=precondition,
         artifacts_dir=artifacts_dir, data_dir=data_dir, alpha=alpha, max_drift=max_drift, fail_on_drift=fail_on_drift,
+        decimal=decimal,
         timeout=None if train_timeout == 0 else train_timeout,
     )
 
@@ -113,7 +134,7 @@ def _preflight(config):
     from tasks.sgd import resolve_device
 
     resolve_device(config.train.device)
-    prepared = prepare_data(config.model, config.data, config.data_dir)
+    prepared = prepare_data(config.model, config.data, config.data_dir, decimal=config.decimal)
     _prepare_output_folder("--artifacts-dir", config.artifacts_dir)
     return prepared
 
@@ -127,12 +148,12 @@ def run(
     dtype: Dtype = "float64", rtol: Rtol = None,
     artifacts_dir: ArtifactsDir = Path("artifacts"), data_dir: DataDir = Path("data"),
     train_timeout: TrainTimeout = 3600.0, precondition: Precondition = False, alpha: Alpha = 0.05,
-    max_drift: MaxDrift = None, fail_on_drift: FailOnDrift = False, dask: Dask = None,
+    max_drift: MaxDrift = None, fail_on_drift: FailOnDrift = False, dask: Dask = None, decimal: Decimal = ".",
 ) -> None:
     """Run the pipeline once; the last line on stdout is the new version folder."""
     config = _config(data, target, features, degree, no_intercept, optimizer, lr, epochs, batch_size,
                      tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir, train_timeout,
-                     precondition, alpha, max_drift, fail_on_drift)
+                     precondition, alpha, max_drift, fail_on_drift, decimal)
     runner = None
     if dask is not None:
         from flows.dask import task_runner
@@ -152,7 +173,10 @@ def run(
         # settings Prefect sends with each task (else each would start a server of its own).
         with temporary_settings(updates={PREFECT_API_URL: url} if url else {}):
             path = regression_flow.with_options(task_runner=runner)(config=config, prepared=prepared.to_json())
+    from flows.show import run_summary
+
     sys.stderr.flush()
+    print(run_summary(Path(path)), file=sys.stderr, flush=True)
     print(path, flush=True)
 
 
@@ -222,7 +246,7 @@ def serve(
     dtype: Dtype = "float64", rtol: Rtol = None,
     artifacts_dir: ArtifactsDir = Path("artifacts"), data_dir: DataDir = Path("data"),
     train_timeout: TrainTimeout = 3600.0, precondition: Precondition = False, alpha: Alpha = 0.05,
-    max_drift: MaxDrift = None, fail_on_drift: FailOnDrift = False,
+    max_drift: MaxDrift = None, fail_on_drift: FailOnDrift = False, decimal: Decimal = ".",
     cron: Annotated[Optional[str], typer.Option(help="Cron schedule, e.g. '0 6 * * *'.")] = None,
     interval: Annotated[Optional[float], typer.Option(help="Seconds between runs.")] = None,
     name: Annotated[str, typer.Option(help="Deployment name.")] = "linreg-scheduled",
@@ -230,7 +254,7 @@ def serve(
     """Serve the flow as a deployment on a schedule, against the Prefect API in PREFECT_API_URL."""
     config = _config(data, target, features, degree, no_intercept, optimizer, lr, epochs, batch_size,
                      tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir, train_timeout,
-                     precondition, alpha, max_drift, fail_on_drift)
+                     precondition, alpha, max_drift, fail_on_drift, decimal)
     _preflight(config)
     from flows.schedule import serve_flow
 

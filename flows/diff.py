@@ -28,8 +28,9 @@ from pathlib import Path
 
 from flows.show import resolve_version
 from tasks.errors import UserInputError
-from tasks.summary import MODEL_KEYS, formula, parameter_names, parameter_values
+from tasks.summary import MODEL_KEYS, formula, parameter_names, parameter_values, r_squared_label
 from tasks.versions import VersionDocs, jsonable, read_version
+from tasks.wording import counted
 
 NONE = "—"
 
@@ -108,6 +109,7 @@ def compare_versions(a: VersionDocs, b: VersionDocs) -> dict:
         "exact": coefficient_changes(ca, cb, "exact"),
         "sgd": coefficient_changes(ca, cb, "sgd"),
         "r_squared": _pair(ea, eb, "r_squared"),
+        "r_squared_label": r_squared_label(a.coefficients),
         "residual_std": _pair(ea, eb, "residual_std"),
         "converged": _pair(a.comparison, b.comparison, "converged"),
         "summary": _pair(a.comparison, b.comparison, "summary"),
@@ -131,7 +133,7 @@ def _verdict(value: object) -> str:
 
 def diff_text(doc: dict) -> str:
     """The comparison (compare_versions' dict) as plain text a person reads at a glance."""
-    sides = [[label, str(s["version"]), f"created {s['created_at']}", str(s["source"]), f"{s['rows']} rows",
+    sides = [[label, str(s["version"]), f"created {s['created_at']}", str(s["source"]), counted(s['rows'], 'row') if isinstance(s['rows'], int) else f"{s['rows']} rows",
               f"sha256 {str(s['sha256'])[:12]}"] for label, s in (("A", doc["a"]), ("B", doc["b"]))]
     lines = [*_columns(sides, left=4), f"  data   {'same (equal sha256)' if doc['same_data'] else 'different'}",
              f"  model  {doc['model']}" if not doc["model_differences"] else
@@ -151,7 +153,7 @@ def diff_text(doc: dict) -> str:
         for r in doc["sgd"]])
     r2, sd, conv, summary = doc["r_squared"], doc["residual_std"], doc["converged"], doc["summary"]
     lines += ["", *_columns([
-        ["R²", f"{_fmt(r2['a'], '.8g')} -> {_fmt(r2['b'], '.8g')}"],
+        [doc.get("r_squared_label", "R²"), f"{_fmt(r2['a'], '.8g')} -> {_fmt(r2['b'], '.8g')}"],
         ["residual SD", f"{_fmt(sd['a'])} -> {_fmt(sd['b'])}"],
         ["verdict", f"{_verdict(conv['a'])} -> {_verdict(conv['b'])}"]], left=2),
         f"  A: {summary['a']}", f"  B: {summary['b']}"]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
 
-from tasks.versions import list_versions, read_version
+from tasks.versions import ARTIFACTS_ENV, list_versions, read_version
 from tasks.errors import UserInputError
 
 
@@ -19,7 +20,7 @@ def _drift(drift: dict | None) -> str:
     """Largest relative change of the exact parameters since the previous version of the model."""
     if not drift or not drift.get("since"):
         return "first"
-    return f"{_num(drift.get('max_rel_change'))} since {drift['since'][:15]}"
+    return f"{_num(drift.get('max_rel_change'))} since {drift['since']}"
 
 
 def print_versions(artifacts_dir: Path) -> None:
@@ -27,10 +28,17 @@ def print_versions(artifacts_dir: Path) -> None:
     if artifacts_dir.exists() and not artifacts_dir.is_dir():
         raise UserInputError(f"option --artifacts-dir: {artifacts_dir} is not a folder")
     table = Table(title=f"versions in {artifacts_dir}", title_justify="left")
+    found = list_versions(artifacts_dir)
+    if not found:
+        print(f"no versions in {artifacts_dir.resolve()} (--artifacts-dir, or {ARTIFACTS_ENV}, names "
+              "another folder)", file=sys.stderr)
+        return
     for column in ("version", "rows", "model", "exact params", "sgd params", "max rel diff",
                    "epochs", "converged", "drift"):
-        table.add_column(column, overflow="fold")
-    for path in reversed(list_versions(artifacts_dir)):
+        # A version name is never wrapped or shortened: it is what the other verbs take.
+        table.add_column(column, no_wrap=column in ("version", "drift"), overflow="fold",
+                         min_width=len(found[-1].name) if column == "version" else None)
+    for path in reversed(found):
         docs = read_version(path)
         if docs.damage:  # unreadable or changed by hand: its figures cannot be trusted
             table.add_row(path.name, "—", f"damaged: {docs.damage}", *["—"] * 6)

@@ -24,6 +24,7 @@ from tasks.predict import (MODELS, StoredModel, check_columns, critical_t, extra
 from tasks.sgd_model import load_sgd_model
 from tasks.tempfiles import remove_stale, temp_name
 from tasks.validate import check_block
+from tasks.wording import counted
 
 DESIGN, SGD_MODEL = "design.json", "sgd_model.pt"
 OUTPUT_KINDS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
@@ -116,8 +117,8 @@ def predict_command(artifacts_dir: Path, version: str, data: Path, *, out: Path 
             write(predict_block(stored, columns, t, model))
             rows, outside = rows + block.rows, outside + extrapolated(stored, columns)
     if outside:
-        print(f"predict: warning: {outside} of {rows} rows lie outside the range the model was fitted on "
+        print(f"predict: warning: {outside} of {counted(rows, 'row')} lie outside the range the model was fitted on "
               "(extrapolated)", file=sys.stderr)
     fit = "exact fit" if model == "exact" else "SGD model"
-    print(f"predict: {rows} rows from {path.name} ({fit}, alpha {alpha:g}) -> {out_path}", file=sys.stderr)
+    print(f"predict: {counted(rows, 'row')} from {path.name} ({fit}, alpha {alpha:g}) -> {out_path}", file=sys.stderr)
     return out_path

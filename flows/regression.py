@@ -26,6 +26,7 @@ from tasks.report import coefficients_doc, comparison_doc, design_doc, loss_hist
 from tasks.sgd import train_sgd_task
 from tasks.sgd_model import sgd_model_bytes
 from tasks.versions import jsonable
+from tasks.wording import counted
 
 
 @contextmanager
@@ -68,11 +69,13 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
     """
     timings: dict[str, float] = {}
     if prepared is None:
-        data = prepare_data_task(config.model, str(config.data), str(config.data_dir))
+        data = prepare_data_task(config.model, str(config.data), str(config.data_dir), config.decimal)
     else:
         data = Prepared.from_json(prepared)
-        get_run_logger().info("%s: validated and stored before the flow run (%d rows, %s)",
-                              data.source, data.rows, data.path)
+        get_run_logger().info("%s: validated and stored before the flow run (%s, %s)",
+                              data.source, counted(data.rows, "row"), data.path)
+    if data.selection:
+        get_run_logger().info("%s: %s", data.source, data.selection)
     timings.update(data.timings)
     crash_point("loaded")
     design = data.design(config.model)

@@ -5,18 +5,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.errors import UserInputError
-from tasks.summary import formula, parameter_names, parameter_values
-from tasks.versions import LATEST, read_version
+from tasks.summary import formula, parameter_names, parameter_values, r_squared_label
+from tasks.wording import counted
+from tasks.versions import ARTIFACTS_ENV, LATEST, list_versions, read_version
 
 
 def resolve_version(artifacts_dir: Path, version: str) -> Path:
-    """A version folder from its name, a path to it, or `latest`; UserInputError when absent."""
+    """A version folder from its name, a unique prefix of one, a path to it, or `latest`;
+    UserInputError when absent or ambiguous."""
     candidates = [Path(version), artifacts_dir / version]
     for path in candidates:
         if path.is_dir() and (path / "manifest.json").exists():
             return path.resolve()
-    raise UserInputError(f"version {version!r}: no such version folder (looked in {artifacts_dir})"
-                         if version != LATEST else f"option --artifacts-dir: {artifacts_dir} holds no version yet")
+    if version == LATEST:
+        raise UserInputError(f"option --artifacts-dir: {artifacts_dir.resolve()} holds no version yet "
+                             f"(--artifacts-dir, or {ARTIFACTS_ENV}, names another folder)")
+    matches = [p for p in list_versions(artifacts_dir) if p.name.startswith(version)] if version else []
+    if len(matches) == 1:
+        return matches[0].resolve()
+    if matches:
+        names = ", ".join(p.name for p in matches[:4]) + (", ..." if len(matches) > 4 else "")
+        raise UserInputError(f"version {version!r}: {len(matches)} versions start with it ({names}); "
+                             "give more of the name")
+    raise UserInputError(f"version {version!r}: no such version folder (looked in {artifacts_dir.resolve()})")
 
 
 def _num(value: object, spec: str = ".6g") -> str:
@@ -44,23 +55,55 @@ def summary_text(path: Path) -> str:
     drift = coef.get("drift") or {}
     lines = [
         f"version   {manifest.get('version', path.name)}  (created {manifest.get('created_at', '?')})",
-        f"data      {data.get('source', '?')}  ({data.get('rows', '?')} rows, sha256 {str(data.get('sha256', ''))[:12]})",
+        f"data      {data.get('source', '?')}  ({counted(data.get('rows', 0), 'row')}, sha256 {str(data.get('sha256', ''))[:12]})",
         f"model     {formula(coef)}: exact least squares",
         "",
         head,
         *rows,
         "",
-        f"R² {_num(exact.get('r_squared'))}   adj. R² {_num(exact.get('adj_r_squared'))}   "
+        f"{r_squared_label(coef)} {_num(exact.get('r_squared'))}   adj. R² {_num(exact.get('adj_r_squared'))}   "
         f"F {_num(exact.get('f_statistic'))} (p {_num(exact.get('f_pvalue'), '.3g')})",
         f"log-likelihood {_num(exact.get('log_likelihood'))}   AIC {_num(exact.get('aic'))}   "
         f"BIC {_num(exact.get('bic'))}",
         f"residual SD {_num(exact.get('residual_std'))} on {exact.get('df_resid', exact.get('dof'))} degrees of "
         f"freedom; condition number {_num(exact.get('condition_number_scaled'), '.3g')} after scaling",
         "",
-        f"SGD (torch {sgd.get('optimizer')}, lr {_num(sgd.get('lr'), '.3g')}, {sgd.get('epochs')} epochs, "
+        f"SGD (torch {sgd.get('optimizer')}, lr {_num(sgd.get('lr'), '.3g')}, {counted(sgd.get('epochs', 0), 'epoch')}, "
         f"stop {sgd.get('stop_reason')}): {sgd_params}",
         f"verdict   {comp.get('summary', '?')}",
         f"drift     " + (f"max relative change {_num(drift.get('max_rel_change'), '.3g')} since {drift['since']}"
                          if drift.get("since") else "first version of this model"),
     ]
+    return "\n".join(lines)
+
+
+# The end-of-run summary lists at most this many exact coefficients (`linreg show` has them all).
+SUMMARY_TERMS = 8
+
+
+def run_summary(path: Path) -> str:
+    """What a person reads first after `linreg run` (on stderr): the model, the exact coefficients,
+    R², the verdict, and a WARNING with the remedy when SGD did not converge."""
+    docs = read_version(path)
+    coef, comp, manifest = docs.coefficients, docs.comparison, docs.manifest
+    exact, sgd = coef["exact"], coef["sgd"]
+    names = parameter_names(coef)
+    values = parameter_values(coef, exact)
+    shown = ", ".join(f"{n} {_num(v, '.10g')}" for n, v in list(zip(names, values))[:SUMMARY_TERMS])
+    more = len(names) - SUMMARY_TERMS
+    lines = [
+        f"linreg: {formula(coef)} on {counted(manifest.get('data', {}).get('rows', 0), 'row')}",
+        f"  exact least squares: {shown}" + (f" (and {more} more: linreg show)" if more > 0 else ""),
+        f"  {r_squared_label(coef)} {_num(exact.get('r_squared'), '.6g')}, residual SD "
+        f"{_num(exact.get('residual_std'), '.6g')}",
+        f"  torch {sgd.get('optimizer')}: {comp.get('summary', '?')}",
+    ]
+    if not comp.get("converged"):
+        epochs = counted(sgd.get("epochs", 0), "epoch")
+        why = {"epochs": f"its {epochs} ran out", "diverged": f"it diverged after {epochs}",
+               "timeout": f"its time limit ended it after {epochs}",
+               "tol": f"it stopped at its rounding floor after {epochs}"}.get(sgd.get("stop_reason"), epochs)
+        lines.append(f"linreg: WARNING: SGD did not reach the exact fit ({why})"
+                     + (f"; run with {' or '.join(comp['remedies'])}" if comp.get("remedies") else ""))
+    lines.append(f"  version: {path}")
     return "\n".join(lines)

@@ -14,6 +14,7 @@ from prefect import get_run_logger, task
 from tasks.compare import Comparison
 from tasks.summary import formula
 from tasks.versions import jsonable
+from tasks.wording import counted
 
 DRIFT_EVENT = "linreg.drift.exceeded"
 NOT_CONVERGED_EVENT = "linreg.sgd.not-converged"
@@ -48,7 +49,7 @@ def find_alerts(doc: dict, comparison: Comparison, max_drift: float | None, vers
         found.append(Alert(
             NOT_CONVERGED_EVENT,
             f"SGD did not converge: max relative difference {comparison.max_rel_diff:.3g} from the exact fit "
-            f"after {sgd['epochs']} epochs ({sgd['stop_reason']})",
+            f"after {counted(sgd['epochs'], 'epoch')} ({sgd['stop_reason']})",
             common | {"max_rel_diff": comparison.max_rel_diff, "max_abs_diff": comparison.max_abs_diff,
                       "rtol": comparison.rtol, "excess_mse": comparison.excess_mse, "epochs": sgd["epochs"],
                       "stop_reason": sgd["stop_reason"], "optimizer": sgd["optimizer"], "lr": sgd["lr"],

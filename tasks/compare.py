@@ -13,6 +13,7 @@ from tasks.kernels.design import Design
 from tasks.kernels.passes import Mapper, local_map
 from tasks.kernels.refine import residual_sum_squares
 from tasks.sgd import SGDResult
+from tasks.wording import counted
 
 
 RATE_POINTS = 1000  # epochs the convergence rate is fitted to
@@ -119,12 +120,12 @@ def compare_fits(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float, m
     elif sgd.stop_reason == "timeout":
         # The verdict is about the parameters: a run cut short may still have reached the optimum.
         summary = (f"training stopped at its time limit (--train-timeout {sgd.time_limit:g} s) after "
-                   f"{sgd.epochs} epochs; max relative difference {max_rel:.3g} "
+                   f"{counted(sgd.epochs, 'epoch')}; max relative difference {max_rel:.3g} "
                    + (f"<= {rtol:.3g}: SGD reached the exact fit" if converged else f"> {rtol:.3g}"))
     elif converged:
         summary = f"SGD reached the exact fit: max relative difference {max_rel:.3g} <= {rtol:.3g}"
     else:
-        summary = (f"SGD did not converge in {sgd.epochs} epochs: max relative difference "
+        summary = (f"SGD did not converge in {counted(sgd.epochs, 'epoch')}: max relative difference "
                    f"{max_rel:.3g} > {rtol:.3g}; condition number {exact.condition_number_scaled:.3g} "
                    "after scaling")
     if needed is not None:  # neither converged nor diverged

@@ -76,6 +76,9 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     data: Path = Path("data/seed.csv")
+    # The decimal mark of a CSV's numbers (pandas' decimal=): "," reads 130,7 as 130.7 (with ; between
+    # the values, as spreadsheets in many locales write them).
+    decimal: Literal[".", ","] = "."
     model: ModelSpec = ModelSpec()
     train: TrainConfig = TrainConfig()
     artifacts_dir: Path = Path("artifacts")

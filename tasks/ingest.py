@@ -9,6 +9,7 @@ the stored file gets its name. Bad input: UserInputError, and nothing new under 
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -26,7 +27,8 @@ from tasks.kernels.table import BLOCK_ROWS, ColumnStats, ParquetTable
 from tasks.kernels.tsqr import Geometry
 from tasks.load import Input, open_input
 from tasks.store import ContentHash, StagedParquet, stored_copy, stored_file
-from tasks.validate import DistinctValues, check_block, check_design, check_magnitudes, find_first, select_columns
+from tasks.validate import (DistinctValues, MissingCells, check_block, check_design, check_magnitudes, find_first,
+                            select_columns)
 
 STAGES = ("load", "validate", "store")
 
@@ -38,7 +40,7 @@ class Prepared:
     source: absolute path of DATA; path: absolute path of validated/<sha256>.parquet; rows;
     columns: the model's columns, target first; stats: their ColumnStats; geometry: the design's
     (computed once per run); timings: seconds the pass spent in each of STAGES; block_rows: rows
-    per block and per row group of the stored file.
+    per block and per row group of the stored file; selection: the columns' log line.
     """
 
     source: str
@@ -50,6 +52,7 @@ class Prepared:
     geometry: Geometry
     timings: Mapping[str, float]
     block_rows: int = BLOCK_ROWS
+    selection: str = ""  # which columns the model uses, which it left out and why (a log line)
 
     def table(self) -> ParquetTable:
         return ParquetTable(self.path, self.columns, self.rows, self.stats, self.block_rows)
@@ -64,7 +67,7 @@ class Prepared:
         return {
             "source": self.source, "path": self.path, "sha256": self.sha256, "rows": self.rows,
             "columns": list(self.columns), "stats": self.stats.to_json(), "block_rows": self.block_rows,
-            "timings": {k: float(v) for k, v in self.timings.items()},
+            "timings": {k: float(v) for k, v in self.timings.items()}, "selection": self.selection,
             # The basis (exact rationals) is rebuilt from the stats; its model is degree and intercept.
             "geometry": {"degree": g.basis.degree, "intercept": bool(g.basis.ones > 0), "R": g.R.tolist(),
                          "qty": g.qty.tolist(), "terms": g.terms.to_json(), "y": g.y.to_json()},
@@ -79,7 +82,7 @@ class Prepared:
                             np.array(g["qty"], dtype=np.float64), ColumnStats.from_json(g["terms"]),
                             ColumnStats.from_json(g["y"]))
         return cls(doc["source"], table.path, doc["sha256"], table.rows, columns, stats, geometry,
-                   dict(doc["timings"]), table.block_rows)
+                   dict(doc["timings"]), table.block_rows, doc.get("selection", ""))
 
 
 class _Clock:
@@ -97,19 +100,21 @@ class _Clock:
             self.seconds[stage] += time.perf_counter() - start
 
 
-def prepare_data(spec: ModelSpec, data: Path, data_dir: Path, block_rows: int = BLOCK_ROWS) -> Prepared:
-    """Read, validate and store DATA for the model in one pass; raise UserInputError on bad input."""
+def prepare_data(spec: ModelSpec, data: Path, data_dir: Path, block_rows: int = BLOCK_ROWS,
+                 decimal: str = ".") -> Prepared:
+    """Read, validate and store DATA for the model in one pass; raise UserInputError on bad input.
+    decimal: a CSV's decimal mark."""
     clock = _Clock()
     with clock("load"):
-        source = open_input(data)
+        source = open_input(data, decimal)
     with clock("validate"):
-        columns = select_columns(source, spec, block_rows)
+        columns, note = select_columns(source, spec, block_rows)
     # The input may be this data folder's stored copy itself: then hash it, but do not copy it.
     claimed = stored_copy(source.metadata, columns, Path(data_dir))
     prepared = _pass(spec, source, columns, Path(data_dir), block_rows, clock, claimed)
     if prepared is None:  # its rows do not hash to the name it claims: store it like any input
         prepared = _pass(spec, source, columns, Path(data_dir), block_rows, clock, None)
-    return prepared
+    return dataclasses.replace(prepared, selection=note)
 
 
 def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Path, block_rows: int,
@@ -117,6 +122,7 @@ def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Pa
     """The streamed pass; with `claimed`, the sha256 the stored copy should have (None if it has not)."""
     stats, digest = ColumnStats.empty(len(columns)), ContentHash(columns)
     distinct = DistinctValues(spec.degree + int(spec.intercept))
+    missing = MissingCells(columns)
     with StagedParquet(data_dir, columns, block_rows) if claimed is None else _no_write() as staged:
         blocks = source.blocks(columns, block_rows)
         while True:
@@ -127,7 +133,9 @@ def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Pa
             if not raw.rows:
                 continue
             with clock("validate"):
-                values = check_block(raw, columns, source.where)
+                values = check_block(raw, columns, source.where, missing)
+                if any(missing.count):
+                    continue  # the pass only counts the missing cells now; it fails after them
                 rows_t = np.array(values)  # (k, m): its transpose is the (m, k) block, column-major
                 with np.errstate(over="ignore"):  # squares of values beyond magnitude_limit: refused below
                     stats = stats.merge(ColumnStats.of(rows_t.T))
@@ -137,6 +145,7 @@ def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Pa
                 digest.update(rows_t.T)
                 if staged is not None:
                     staged.write(values)
+        missing.check()
         sha = digest.hexdigest()
         if claimed is not None and sha != claimed:
             return None
@@ -160,6 +169,6 @@ def _no_write() -> Iterator[None]:
 
 
 @task(name="prepare-data", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
-def prepare_data_task(spec: ModelSpec, data: str, data_dir: str) -> Prepared:
+def prepare_data_task(spec: ModelSpec, data: str, data_dir: str, decimal: str = ".") -> Prepared:
     """Load, validate and store the input in one streamed pass."""
-    return prepare_data(spec, Path(data), Path(data_dir))
+    return prepare_data(spec, Path(data), Path(data_dir), decimal=decimal)

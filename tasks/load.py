@@ -70,7 +70,8 @@ class CsvInput:
     kind = "csv"
     metadata: dict[bytes, bytes] = {}  # a CSV has no footer
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, decimal: str = ".") -> None:
+        self.decimal = decimal
         try:
             with open(path, "rb") as handle:
                 raw = handle.read(_SNIFF_BYTES + 1)
@@ -86,12 +87,15 @@ class CsvInput:
             self.delimiter = csv.Sniffer().sniff(sample.splitlines()[0], delimiters=_DELIMITERS).delimiter
         except (csv.Error, IndexError):
             self.delimiter = ","
+        if decimal == "," and self.delimiter == ",":
+            raise UserInputError(f"{path}: option --decimal ,: the values are separated by commas too; "
+                                 "decimal commas need another separator (;, tab or |)")
         self.header = tuple(name.strip() for name in next(csv.reader(io.StringIO(sample), delimiter=self.delimiter)))
 
     def _frames(self, block_rows: int) -> Iterator[pd.DataFrame]:
         try:
             with pd.read_csv(self.path, sep=self.delimiter, skipinitialspace=True, encoding=self.encoding,
-                             chunksize=block_rows) as reader:
+                             decimal=self.decimal, chunksize=block_rows) as reader:
                 yield from reader
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
             raise UserInputError(f"{self.path}: not a readable CSV file ({_first_line(exc)})") from None
@@ -185,8 +189,9 @@ def _describe(schema: pa.Schema) -> str:
 Input = CsvInput | ParquetInput
 
 
-def open_input(path: Path | str) -> Input:
-    """Open DATA: a .csv file, a .parquet file or a folder of .parquet files (headers only, no rows yet)."""
+def open_input(path: Path | str, decimal: str = ".") -> Input:
+    """Open DATA: a .csv file, a .parquet file or a folder of .parquet files (headers only, no rows
+    yet); decimal: a CSV's decimal mark."""
     path = Path(path)
     if not path.exists():
         raise UserInputError(f"{path}: no such file or folder")
@@ -197,7 +202,7 @@ def open_input(path: Path | str) -> Input:
         return ParquetInput(path, files)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return CsvInput(path)
+        return CsvInput(path, decimal)
     if suffix in (".parquet", ".pq"):
         return ParquetInput(path, [path])
     raise UserInputError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv or .parquet")

@@ -24,6 +24,7 @@ from tasks.exact import ExactFit
 from tasks.kernels.design import Design
 from tasks.kernels.passes import Mapper, local_map
 from tasks.sgd import SGDResult
+from tasks.wording import counted
 
 POINTS_MAX = 5000  # rows drawn one by one (a teacher's scatter); above: the density of every row
 BINS = 200  # per axis; 200 x 200 cells are finer than the ~600 x 400 pixels of the axes need
@@ -209,11 +210,14 @@ def plot_loss(sgd: SGDResult, exact_mse: float) -> Figure:
     epochs = loss_epochs(len(sgd.losses))
     losses = np.asarray(sgd.losses[epochs - 1], dtype=np.float64)
     finite = np.isfinite(losses) & (losses > 0)
-    ax.plot(epochs[finite], losses[finite], color=SGD_STYLE["color"], lw=1.6, label="training loss (MSE)")
+    # Markers where a line has too few points to be seen (a run of one or a few epochs).
+    few = {"marker": "o", "ms": 5} if finite.sum() < 20 else {}
+    ax.plot(epochs[finite], losses[finite], color=SGD_STYLE["color"], lw=1.6, label="training loss (MSE)", **few)
     excess = losses - exact_mse
     keep = np.isfinite(excess) & (excess > 0)
     if keep.any():
-        ax.plot(epochs[keep], excess[keep], color="tab:green", lw=1.2, alpha=0.8, label="excess over exact minimum")
+        ax.plot(epochs[keep], excess[keep], color="tab:green", lw=1.2, alpha=0.8, label="excess over exact minimum",
+                **few)
     if exact_mse > 0:
         ax.axhline(exact_mse, color=EXACT_STYLE["color"], ls=":", lw=1.5, label=f"exact minimum {exact_mse:.6g}")
     if finite.any():  # a run stopped (time limit) before its first epoch has nothing to draw
@@ -223,7 +227,7 @@ def plot_loss(sgd: SGDResult, exact_mse: float) -> Figure:
         ax.text(0.5, 0.5, "no epoch completed", transform=ax.transAxes, ha="center")
     ax.set_xlabel("epoch")
     ax.set_ylabel("mean squared error")
-    ax.set_title(f"torch {sgd.optimizer}, lr {sgd.lr:.3g}, {sgd.epochs} epochs ({sgd.stop_reason})", fontsize=10)
+    ax.set_title(f"torch {sgd.optimizer}, lr {sgd.lr:.3g}, {counted(sgd.epochs, 'epoch')} ({sgd.stop_reason})", fontsize=10)
     ax.legend(loc="best", fontsize=9)  # at most 2 LOSS_POINTS points to scan
     ax.grid(alpha=0.3, which="both")
     return fig

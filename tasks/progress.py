@@ -7,6 +7,8 @@ import time
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
+from tasks.wording import counted
+
 # At most one artifact update this often, and a log line when training enters a new tenth of the
 # epoch budget (at most ten lines, and never two for one epoch).
 UPDATE_EVERY_S = 0.5
@@ -39,4 +41,4 @@ class TrainingProgress:
     def finish(self, epochs: int, stop_reason: str, loss: float) -> None:
         """Mark the artifact complete: training ends early when the loss stops improving."""
         update_progress_artifact(artifact_id=self.artifact_id, progress=100.0)
-        self.logger.info(f"training: stopped after {epochs} epochs ({stop_reason}), loss {loss:.10g}")
+        self.logger.info(f"training: stopped after {counted(epochs, 'epoch')} ({stop_reason}), loss {loss:.10g}")

@@ -12,6 +12,7 @@ from urllib.parse import quote
 
 if TYPE_CHECKING:  # only for annotations: the summary's readers (linreg show) need no torch
     from tasks.compare import Comparison
+from tasks.wording import counted
 
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9]+(?:[._-][A-Za-z0-9]+)*")
@@ -63,6 +64,12 @@ def formula(doc: dict) -> str:
     """The model of a coefficients.json document as a formula, e.g. "y ~ 1 + x + x^2"."""
     terms = ["1"] * bool(doc.get("intercept")) + list(doc.get("terms") or [])
     return f"{doc.get('target')} ~ {' + '.join(terms)}"
+
+
+def r_squared_label(doc: dict) -> str:
+    """"R²", or "R² (uncentered)" for a model without an intercept (sum of y² as the total, as
+    statsmodels and NIST report it): the two are not comparable."""
+    return "R²" if doc.get("intercept", True) else "R² (uncentered)"
 
 
 def parameter_names(doc: dict) -> list[str]:
@@ -146,14 +153,14 @@ def summary_markdown(doc: dict, comparison: Comparison, version_path: str, moved
              if moved["since"] else "first version of this model: no drift yet")
     lines += [
         "",
-        f"- R² **{_fmt(exact['r_squared'])}**, adjusted {_fmt(exact['adj_r_squared'])}, "
+        f"- {r_squared_label(doc)} **{_fmt(exact['r_squared'])}**, adjusted {_fmt(exact['adj_r_squared'])}, "
         f"residual SD {_fmt(exact['residual_std'])}",
         f"- F {_fmt(exact.get('f_statistic'))} (p {_fmt(exact.get('f_pvalue'))}), log-likelihood "
         f"{_fmt(exact.get('log_likelihood'))}, AIC {_fmt(exact.get('aic'))}, BIC {_fmt(exact.get('bic'))}, "
         f"{exact.get('df_resid', exact.get('dof'))} residual degrees of freedom",
         f"- condition number {_fmt(exact['condition_number'])} (scaled design "
         f"{_fmt(exact['condition_number_scaled'])})",
-        f"- SGD: {sgd['optimizer']}, lr {_fmt(sgd['lr'])}, {sgd['epochs']} epochs ({sgd['stop_reason']}), "
+        f"- SGD: {sgd['optimizer']}, lr {_fmt(sgd['lr'])}, {counted(sgd['epochs'], 'epoch')} ({sgd['stop_reason']}), "
         f"excess MSE {_fmt(comparison.excess_mse)}",
         f"- {since}",
         *(f"- **warning:** {w}" for w in exact.get("warnings", [])),

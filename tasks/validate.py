@@ -18,6 +18,7 @@ from tasks.kernels.design import Design
 from tasks.kernels.table import ColumnStats, ParquetTable
 from tasks.kernels.tsqr import Geometry, design_geometry
 from tasks.load import Column, Input, RawBlock
+from tasks.wording import counted
 
 # where(row) -> (file, "row 3 (line 4)"): the file that holds a row (0-based over the input), and the row in it.
 Where = Callable[[int], tuple[str, str]]
@@ -33,9 +34,69 @@ def _looks_numeric(column: pd.Series) -> bool:
     return len(present) > 0 and pd.to_numeric(present, errors="coerce").notna().mean() > 0.5
 
 
-def select_columns(source: Input, spec: ModelSpec, block_rows: int) -> tuple[str, ...]:
-    """Return (target, *features) after checking that they exist and are unique. Without --features,
-    the numeric columns are told apart on the first block of rows."""
+# Column names that identify rows rather than measure anything (compared lower-cased; `*_id` too).
+ROW_ID_NAMES = {"id", "index", "idx", "row", "rowid", "row_id", "rownum", "row_number", "rownames", "obs",
+                "unnamed: 0", ""}
+# A column counts the rows when its first ROW_COUNT_MIN values (at least) are 0, 1, 2, ... or 1, 2, 3,
+# ...: below that, a short table's x = 1, 2, 3 is more likely a measurement than an index.
+ROW_COUNT_MIN = 20
+
+
+def _row_index(name: str, column: pd.Series) -> str | None:
+    """Why a numeric column looks like a row index (named like one, or 0, 1, 2, ... or 1, 2, 3, ...
+    row by row), or None."""
+    if name.strip().lower() in ROW_ID_NAMES or name.strip().lower().endswith("_id"):
+        return "named like a row identifier"
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    if len(values) >= ROW_COUNT_MIN and values[0] in (0.0, 1.0) and np.array_equal(values, values[0] + np.arange(len(values))):
+        return f"it counts the rows: {values[0]:.0f}, {values[0] + 1:.0f}, {values[0] + 2:.0f}, ..."
+    return None
+
+
+def _decimal_comma(value: object) -> str:
+    """A hint when a value that is not a number reads as one with a decimal comma ('130,7')."""
+    text = str(value).strip()
+    if "," in text and "." not in text:
+        try:
+            float(text.replace(",", "."))
+        except ValueError:
+            return ""
+        return f" ({text!r} reads as a number with --decimal ,)"
+    return ""
+
+
+def default_features(columns: tuple[str, ...], sample: pd.DataFrame, target: str) -> tuple[tuple[str, ...], dict]:
+    """Every numeric column but the target and row indexes, told apart on a sample of rows; and the
+    columns left out -> why."""
+    features, left_out = [], {}
+    for name in columns:
+        if name == target:
+            continue
+        if not _looks_numeric(sample[name]):
+            present = sample[name].dropna()
+            left_out[name] = "not numeric" + (_decimal_comma(present.iloc[0]) if len(present) else "")
+        elif (why := _row_index(name, sample[name])) is not None:
+            left_out[name] = f"looks like a row index: {why}"
+        else:
+            features.append(name)
+    return tuple(features), left_out
+
+
+def selection_note(features: tuple[str, ...], left_out: dict, given: bool) -> str:
+    """The log line that says which columns the model uses, and which it leaves out and why."""
+    if given:
+        return f"features: {', '.join(features)} (--features)"
+    note = f"features: {', '.join(features)} (every numeric column but the target)"
+    if left_out:
+        note += ("; left out: " + ", ".join(f"{name!r} ({why})" for name, why in left_out.items())
+                 + "; name columns with --features to choose them yourself")
+    return note
+
+
+def select_columns(source: Input, spec: ModelSpec, block_rows: int) -> tuple[tuple[str, ...], str]:
+    """Return (target, *features) after checking that they exist and are unique, and the selection
+    note. Without --features, the numeric columns (less row indexes) are told apart on the first
+    block of rows."""
     src, columns = source.source, source.header
     dupes = sorted(name for name, count in Counter(columns).items() if count > 1)
     if dupes:
@@ -43,11 +104,15 @@ def select_columns(source: Input, spec: ModelSpec, block_rows: int) -> tuple[str
     available = ", ".join(columns)
     if spec.target not in columns:
         raise UserInputError(f"{src}: target column {spec.target!r} not found (columns: {available})")
+    left_out: dict = {}
     if spec.features is None:
-        sample = source.sample(block_rows)
-        features = tuple(c for c in columns if c != spec.target and _looks_numeric(sample[c]))
+        features, left_out = default_features(columns, source.sample(block_rows), spec.target)
         if not features:
-            raise UserInputError(f"{src}: no numeric feature column besides target {spec.target!r}")
+            why = "".join(f"; {name!r} {reason}" for name, reason in left_out.items()
+                          if not reason.startswith("not numeric") or "--decimal" in reason)
+            index = any(reason.startswith("looks like a row index") for reason in left_out.values())
+            raise UserInputError(f"{src}: no numeric feature column besides target {spec.target!r}{why}"
+                                 + ("; name a column with --features to use it" if index else ""))
     else:
         features = spec.features
         for name in features:
@@ -63,7 +128,7 @@ def select_columns(source: Input, spec: ModelSpec, block_rows: int) -> tuple[str
             f"option --degree {spec.degree}: a polynomial needs exactly one feature, "
             f"got {len(features)} ({', '.join(features)})"
         )
-    return (spec.target, *features)
+    return (spec.target, *features), selection_note(features, left_out, spec.features is not None)
 
 
 def _float64(column: Column) -> tuple[np.ndarray, pd.Series | None]:
@@ -79,17 +144,52 @@ def _float64(column: Column) -> tuple[np.ndarray, pd.Series | None]:
     return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan), column
 
 
-def check_block(block: RawBlock, columns: tuple[str, ...], where: Where) -> list[np.ndarray]:
+class MissingCells:
+    """Missing cells over a whole pass, per column: how many, and where the first one is; so that one
+    message names them all instead of one run per blank cell."""
+
+    def __init__(self, columns: tuple[str, ...]) -> None:
+        self.columns, self.count, self.first = columns, [0] * len(columns), [None] * len(columns)
+
+    def add(self, j: int, mask: np.ndarray, first_row: int, where: Where) -> None:
+        """Column j's missing cells of a block whose first row is first_row (mask (m,))."""
+        n = int(mask.sum())
+        if n and self.first[j] is None:
+            self.first[j] = where(first_row + int(np.argmax(mask)))
+        self.count[j] += n
+
+    def check(self) -> None:
+        """UserInputError naming every column with missing cells, if any."""
+        found = [(name, n, first) for name, n, first in zip(self.columns, self.count, self.first) if n]
+        if not found:
+            return
+        if len(found) == 1 and found[0][1] == 1:  # one blank cell: the message of any other bad value
+            name, _, (file, at) = found[0]
+            raise UserInputError(f"{file}: column {name!r}, {at}: missing value")
+        total = sum(n for _, n, _ in found)
+        each = "; ".join(f"column {name!r}: {counted(n, 'missing value')}, the first in {file}, {at}"
+                         for name, n, (file, at) in found)
+        raise UserInputError(f"{total} missing values in {counted(len(found), 'column')}: {each}; fill them, "
+                             "or leave those rows out of the table")
+
+
+def check_block(block: RawBlock, columns: tuple[str, ...], where: Where,
+                missing: MissingCells | None = None) -> list[np.ndarray]:
     """The block's columns as float64 (m,) arrays; every value must be present, numeric and finite.
 
     The first bad value (lowest row, then the first column in model order) is named with its file,
-    column and row.
+    column and row. With `missing`, missing cells are counted there instead (MissingCells.check
+    names them all after the pass); a value that is not a number or not finite still stops here.
     """
     values, first = [], None
     for j, column in enumerate(block.columns):
         v, text = _float64(column)
         values.append(v)
         bad = ~np.isfinite(v)
+        if missing is not None and bad.any():
+            blank = np.isnan(v) if text is None else (np.isnan(v) & text.isna().to_numpy())
+            missing.add(j, blank, block.first_row, where)
+            bad &= ~blank
         if bad.any():
             i = int(np.argmax(bad))
             if first is None or i < first[0]:
@@ -103,7 +203,7 @@ def check_block(block: RawBlock, columns: tuple[str, ...], where: Where) -> list
     if not math.isnan(value):
         raise UserInputError(f"{place}: value {value!r} is not finite")
     if text is not None and not pd.isna(text.iloc[i]):
-        raise UserInputError(f"{place}: value {text.iloc[i]!r} is not a number")
+        raise UserInputError(f"{place}: value {text.iloc[i]!r} is not a number{_decimal_comma(text.iloc[i])}")
     raise UserInputError(f"{place}: missing value")
 
 
@@ -217,7 +317,7 @@ def check_design(design: Design, source: str, distinct: int) -> Geometry:
     if design.n <= design.n_params:
         params = ("intercept + " if design.intercept else "") + ", ".join(names)
         raise UserInputError(
-            f"{source}: {design.n} rows, but the model has {design.n_params} parameters ({params}); "
+            f"{source}: {counted(design.n, 'row')}, but the model has {design.n_params} parameters ({params}); "
             f"need at least {design.n_params + 1} rows"
         )
     y = design.stats.column(slice(0, 1))

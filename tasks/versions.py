@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 LATEST = "latest"
+# The environment variable that is the default of --artifacts-dir for every verb.
+ARTIFACTS_ENV = "LINREG_ARTIFACTS_DIR"
 
 
 def jsonable(value: object) -> object:

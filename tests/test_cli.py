@@ -117,6 +117,21 @@ def test_linreg_run_with_defaults_fits_data_seed_csv(default_run, workspace):
     assert sha[:8] in path.name
 
 
+def test_a_run_ends_with_a_summary_on_stderr_and_the_version_last_on_stdout(default_run, tutorial_run):
+    """After the run, stderr says what a person reads first: the model and its rows, the exact
+    coefficients, R², the verdict; the tutorial's unconverged run adds a WARNING with the remedy."""
+    path = version_from_stdout(default_run)
+    tail = default_run.stderr[default_run.stderr.rindex("linreg: y ~ 1 + x"):]
+    assert tail.startswith("linreg: y ~ 1 + x on 10 rows\n")
+    assert f"exact least squares: intercept {EXACT_B0:.10g}, x {EXACT_B1:.10g}" in tail
+    assert "R² 0.98" in tail and "SGD reached the exact fit" in tail and "WARNING" not in tail
+    assert f"  version: {path}\n" in tail  # (Prefect may still log the temporary server stopping)
+    slow = tutorial_run.stderr[tutorial_run.stderr.rindex("linreg: y ~ 1 + x"):]
+    warning = next(line for line in slow.splitlines() if "WARNING" in line)
+    assert warning.startswith("linreg: WARNING: SGD did not reach the exact fit (its 10000 epochs ran out)")
+    assert "; run with " in warning and "--precondition" in warning
+
+
 def test_the_tutorial_command_reproduces_the_tutorial(tutorial_run, default_run):
     """The tutorial's settings stop short of the optimum: b1 ~ 9.63, b0 ~ 0.85, not converged."""
     path = version_from_stdout(tutorial_run)
@@ -187,8 +202,16 @@ def test_run_help_lists_every_contract_option(tmp_path, cli_env):
     text = linreg("run", "--help", cwd=tmp_path, env=cli_env).stdout
     for option in ("--target", "--features", "--degree", "--no-intercept", "--optimizer", "--lr", "--epochs",
                    "--batch-size", "--tol", "--standardize", "--no-standardize", "--seed", "--device",
-                   "--dtype", "--artifacts-dir", "--data-dir"):
+                   "--dtype", "--artifacts-dir", "--data-dir", "--decimal", "--rtol", "--precondition"):
         assert option in text, option
+
+
+def test_version_prints_the_package_version(tmp_path, cli_env):
+    """`linreg --version`: exit 0 and the installed linreg-flow's version."""
+    from importlib.metadata import version
+
+    done = linreg("--version", cwd=tmp_path, env=cli_env)
+    assert done.returncode == 0 and done.stdout.strip() == f"linreg-flow {version('linreg-flow')}"
 
 
 def test_serve_help_lists_the_schedules(tmp_path, cli_env):
@@ -402,3 +425,30 @@ def test_linreg_show_prints_the_latest_version_as_statsmodels_would(default_run,
     missing = linreg("show", "19990101T000000000000Z-deadbeef", cwd=workspace, env=cli_env)
     assert missing.returncode == 2 and missing.stderr.strip().count("\n") == 0
     assert "no such version folder" in missing.stderr
+
+
+def test_a_unique_prefix_names_a_version_and_an_ambiguous_one_is_exit_2(default_run, tutorial_run, workspace,
+                                                                       cli_env):
+    """`linreg show PREFIX`: the one version whose name starts with it; two or more: exit 2 naming them."""
+    name = version_from_stdout(default_run).name
+    unique = next(name[:k] for k in range(8, len(name)) if sum(
+        p.name.startswith(name[:k]) for p in (workspace / "artifacts").iterdir()) == 1)
+    shown = linreg("show", unique, cwd=workspace, env=cli_env)
+    assert shown.returncode == 0 and name in shown.stdout, shown.stderr
+    ambiguous = linreg("show", name[:4], cwd=workspace, env=cli_env)
+    assert ambiguous.returncode == 2 and "versions start with it" in ambiguous.stderr
+    assert ambiguous.stderr.strip().count("\n") == 0
+
+
+def test_linreg_artifacts_dir_is_the_default_folder_of_every_verb(default_run, workspace, cli_env, tmp_path):
+    """LINREG_ARTIFACTS_DIR stands for --artifacts-dir: `versions` and `show` find the runs from
+    another folder; a folder without versions is named on stderr instead of an empty table."""
+    name = version_from_stdout(default_run).name
+    env = cli_env | {"LINREG_ARTIFACTS_DIR": str(workspace / "artifacts")}
+    listed = linreg("versions", cwd=tmp_path, env=env)
+    assert listed.returncode == 0 and name in listed.stdout
+    assert any(line.count(name) == 1 and name in line for line in listed.stdout.splitlines()), "a name wrapped"
+    assert linreg("show", name, cwd=tmp_path, env=env).returncode == 0
+    empty = linreg("versions", cwd=tmp_path, env=cli_env)
+    assert empty.returncode == 0 and empty.stdout == ""
+    assert f"no versions in {tmp_path / 'artifacts'}" in empty.stderr and "LINREG_ARTIFACTS_DIR" in empty.stderr

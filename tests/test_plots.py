@@ -194,6 +194,16 @@ def test_a_run_stopped_before_its_first_epoch_still_gets_both_plots():
         _png(png)
 
 
+def test_a_one_epoch_run_draws_its_loss_as_a_point():
+    """One epoch is one point: drawn with a marker (a line of one point is invisible)."""
+    from tasks.plots import plot_loss
+
+    design = tutorial_design()
+    sgd = train_sgd(design, TrainConfig(epochs=1, tol=0))
+    line = plot_loss(sgd, fit_exact(design).mse).axes[0].lines[0]
+    assert len(line.get_xdata()) == 1 and line.get_marker() == "o"
+
+
 def test_a_diverged_model_leaves_its_curve_out():
     """Non-finite SGD parameters draw no SGD curve and break nothing."""
     design = tutorial_design()

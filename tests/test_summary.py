@@ -77,6 +77,17 @@ def test_summary_shows_table_verdict_statistics_drift_images_and_files():
     assert "[fit.png](file:///tmp/v1/fit.png)" in text
 
 
+def test_the_uncentered_r_squared_says_so_wherever_it_is_shown(tmp_path):
+    """Without an intercept R² is the uncentered one (0.989 where the centered one is 0.888): the UI
+    summary and `linreg show` label it "R² (uncentered)"; with one, plain "R²"."""
+    from tasks.summary import r_squared_label
+
+    through_origin = _doc(1.0, 2.0) | {"intercept": False}
+    text = summary_markdown(through_origin, _Comparison(), "/tmp/v1", drift(None, None, through_origin), {}, [])
+    assert "R² (uncentered) **0.9**" in text
+    assert r_squared_label(through_origin) == "R² (uncentered)" and r_squared_label(_doc(1.0, 2.0)) == "R²"
+
+
 def test_the_summary_inlines_the_very_png_bytes_of_the_version_files():
     """One render serves both: each image in the markdown decodes to the bytes given for its file."""
     pngs = {"fit.png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "loss.png": b"\x89PNG\r\n\x1a\nloss"}

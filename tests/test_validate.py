@@ -451,3 +451,81 @@ def test_the_validated_table_is_float64_with_the_target_first(tmp_path):
     pd.testing.assert_frame_equal(
         pd.read_parquet(data.path), pd.DataFrame({"y": [2.0, 4.0, 7.0, 9.0], "x": [1.0, 2.0, 3.0, 5.0]})
     )
+
+
+# --- which columns, and every missing cell at once ------------------------------------------------
+
+
+def _houses(rows: int = 25, blank: dict | None = None) -> str:
+    """id, k (0, 1, 2, ...), area, rooms, a text column and price; blank: column -> data rows (1-based)."""
+    lines = ["id,k,area,rooms,neighborhood,price"]
+    for i in range(1, rows + 1):
+        cells = {"id": str(i), "k": str(i - 1), "area": f"{50 + 7 * i % 31}.5", "rooms": str(1 + i % 5),
+                 "neighborhood": "north" if i % 2 else "south", "price": f"{1000 + 13 * i + (i * i) % 17}"}
+        for column, at in (blank or {}).items():
+            if i in at:
+                cells[column] = ""
+        lines.append(",".join(cells.values()))
+    return "\n".join(lines) + "\n"
+
+
+def test_default_features_leave_out_row_indexes_and_text_columns_and_say_why(tmp_path):
+    """Without --features: 'id' (named like a row identifier) and 'k' (0, 1, 2, ... row by row) are
+    left out as row indexes, 'neighborhood' as not numeric; the note names each and --features."""
+    prepared = _run(_csv(tmp_path, _houses()), target="price")
+    assert prepared.columns == ("price", "area", "rooms")
+    note = prepared.selection
+    assert note.startswith("features: area, rooms (every numeric column but the target)")
+    assert "'id' (looks like a row index: named like a row identifier)" in note
+    assert "'k' (looks like a row index: it counts the rows: 0, 1, 2, ...)" in note
+    assert "'neighborhood' (not numeric)" in note and "--features" in note
+
+
+def test_features_named_with_the_option_include_a_row_index(tmp_path):
+    """--features id,area: the user's choice is kept and the note says where it came from."""
+    prepared = _run(_csv(tmp_path, _houses()), target="price", features=("id", "area"))
+    assert prepared.columns == ("price", "id", "area")
+    assert prepared.selection == "features: id, area (--features)"
+
+
+def test_a_short_counting_column_is_a_feature(tmp_path):
+    """Fewer than 20 rows of 1, 2, 3, ...: a measurement (the tutorial's x could be), not an index."""
+    prepared = _run(_csv(tmp_path, "x,y\n1,2.5\n2,3.9\n3,6.1\n4,8.2\n5,9.8\n"))
+    assert prepared.columns == ("y", "x")
+
+
+@BLOCKINGS
+def test_every_missing_cell_is_counted_per_column_in_one_message(tmp_path, block_rows):
+    """Blank cells in two columns: one message with the total, each column's count and the place of
+    its first blank cell, in the pass that finds them; nothing is stored."""
+    path = _csv(tmp_path, _houses(blank={"rooms": [2, 9], "area": [4, 5, 20]}))
+    pattern = (_names(path) + r"?.*5 missing values in 2 columns: column 'area': 3 missing values, the first in "
+               r".*data\.csv, row 4 \(line 5\); column 'rooms': 2 missing values, the first in .*row 2 \(line 3\)")
+    with pytest.raises(UserInputError, match=pattern):
+        _run(path, block_rows, target="price", features=("area", "rooms"))
+
+
+def test_a_value_that_is_not_a_number_is_still_named_at_once_beside_blank_cells(tmp_path):
+    """A blank cell and, later, text in a numeric column: the text is the error (it is no blank)."""
+    path = _csv(tmp_path, "x,y\n1,2\n,3\n3,abc\n4,5\n5,6\n")
+    with pytest.raises(UserInputError, match=r"column 'y', row 3 \(line 4\): value 'abc' is not a number"):
+        _run(path)
+
+
+def test_decimal_commas_read_with_the_option_and_are_named_without_it(tmp_path):
+    """'1,5;2,25' rows: refused with a hint naming --decimal , ; read as 1.5 and 2.25 with it, with
+    the same content hash as the same numbers written with points."""
+    commas = _csv(tmp_path, "x;y\n1,5;2,25\n2,5;3,9\n3,1;6,15\n4,0;8,2\n5,2;9,8\n", "commas.csv")
+    with pytest.raises(UserInputError, match=r"'x' not numeric \('1,5' reads as a number with --decimal ,\)"):
+        _run(commas)
+    with pytest.raises(UserInputError, match=r"value '2,25' is not a number \('2,25' reads as a number with --decimal ,\)"):
+        _run(commas, features=("x",))
+    points = _csv(tmp_path, "x,y\n1.5,2.25\n2.5,3.9\n3.1,6.15\n4.0,8.2\n5.2,9.8\n", "points.csv")
+    read = prepare_data(ModelSpec(), commas, tmp_path / "store", decimal=",")
+    assert read.sha256 == prepare_data(ModelSpec(), points, tmp_path / "store2").sha256
+
+
+def test_decimal_commas_need_another_separator(tmp_path):
+    """--decimal , on a comma-separated file is refused, naming the option."""
+    with pytest.raises(UserInputError, match=r"option --decimal ,: the values are separated by commas too"):
+        prepare_data(ModelSpec(), _csv(tmp_path, GOOD_ROWS), tmp_path / "store", decimal=",")
