@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -18,9 +19,9 @@ from flows.show import resolve_version
 from tasks.versions import hash_problem, read_version
 from tasks.errors import UserInputError
 from tasks.kernels.table import BLOCK_ROWS
-from tasks.load import open_input
-from tasks.predict import (MODELS, StoredModel, check_columns, critical_t, extrapolated, output_columns,
-                           predict_block, stored_model)
+from tasks.load import RawBlock, open_input
+from tasks.predict import (MODELS, StoredModel, check_columns, critical_t, kept_names, output_columns, predict_block,
+                           stored_model)
 from tasks.sgd_model import load_sgd_model
 from tasks.tempfiles import remove_stale, temp_name
 from tasks.validate import check_block
@@ -74,30 +75,77 @@ def load_model(version: Path) -> tuple[StoredModel, dict]:
 
 
 @contextmanager
-def _atomic_writer(out: Path, kind: str, names: tuple[str, ...]) -> Iterator[Callable[[dict], None]]:
-    """A write(columns) function that appends a block to a temp file beside out; out is replaced by
-    it when the block ends without an error, and the temp file removed on any error."""
+def _atomic_writer(out: Path, kind: str, empty: pa.Schema) -> Iterator[Callable[[pa.Table], None]]:
+    """A write(table) function that appends a block to a temp file beside out (its schema: the first
+    block's, or `empty` when there is none); out is replaced by it when the block ends without an
+    error, and the temp file removed on any error."""
     remove_stale(out.parent, (OUT_TEMP,))  # what killed predictions left
     tmp = out.parent / temp_name(*OUT_TEMP)
-    schema = pa.schema([(name, pa.float64()) for name in names])
+    writers: list = []
+
+    def open_writer(schema: pa.Schema):
+        try:
+            # No dictionary encoding: predictions are distinct floats, and trying it costs 4x the write time.
+            writers.append(pq.ParquetWriter(tmp, schema, use_dictionary=False) if kind == "parquet"
+                           else pacsv.CSVWriter(tmp, schema))
+        except OSError as exc:
+            raise UserInputError(f"option --out: cannot write to {out.parent} ({exc})") from None
+
+    def write(table: pa.Table) -> None:
+        if not writers:
+            open_writer(table.schema)
+        writers[0].write_table(table.cast(writers[0].schema) if kind == "parquet" else table)
+
     try:
-        # No dictionary encoding: predictions are distinct floats, and trying it costs 4x the write time.
-        writer = (pq.ParquetWriter(tmp, schema, use_dictionary=False) if kind == "parquet"
-                  else pacsv.CSVWriter(tmp, schema))
-    except OSError as exc:
-        raise UserInputError(f"option --out: cannot write to {out.parent} ({exc})") from None
-    try:
-        with writer:
-            yield lambda columns: writer.write_table(pa.table(columns, schema=schema))
+        yield write
+        if not writers:
+            open_writer(empty)
+        writers[0].close()
         os.replace(tmp, out)
     except BaseException:
+        for writer in writers:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - the first error is the one to report
+                pass
         tmp.unlink(missing_ok=True)
         raise
 
 
+class _Carried:
+    """The input's own columns as Arrow arrays of one type each, block after block: a Parquet input's
+    own types; a CSV's as pandas reads its first block (a column empty there: text)."""
+
+    def __init__(self, source: str, names: tuple[str, ...]) -> None:
+        self.source, self.names, self.types = source, names, None
+
+    def arrays(self, block, where) -> list[pa.Array]:
+        arrays = []
+        for j, column in enumerate(block.columns):
+            if isinstance(column, (pa.Array, pa.ChunkedArray)):
+                arrays.append(column)
+                continue
+            want = None if self.types is None else self.types[j]
+            if want == pa.large_string():
+                arrays.append(pa.array([None if pd.isna(v) else str(v) for v in column], type=want))
+                continue
+            try:
+                arrays.append(pa.Array.from_pandas(column, type=want))
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+                file, at = where(block.first_row)
+                raise UserInputError(
+                    f"{file}: column {self.names[j]!r}: the block from {at} does not read as {want} (the type of "
+                    "its first rows); give the column one type, or predict from a Parquet file") from None
+        if self.types is None:
+            self.types = [pa.large_string() if a.type == pa.null() else a.type for a in arrays]
+            arrays = [a.cast(t) if a.type != t else a for a, t in zip(arrays, self.types)]
+        return arrays
+
+
 def predict_command(artifacts_dir: Path, version: str, data: Path, *, out: Path | None, model: str,
                     alpha: float | None) -> Path:
-    """Write the predictions of VERSION for DATA; return the output file's absolute path."""
+    """Write the predictions of VERSION for DATA, every input column kept and the prediction's own
+    columns added; return the output file's absolute path."""
     if model not in MODELS:
         raise UserInputError(f"option --model: expected exact or sgd, got {model!r}")
     if alpha is not None and not 0 < alpha < 1:
@@ -110,15 +158,26 @@ def predict_command(artifacts_dir: Path, version: str, data: Path, *, out: Path 
     source = open_input(data)
     check_columns(source.source, source.header, stored.features)
     t = critical_t(stored, alpha)
+    added = output_columns(model)
+    names, renamed = kept_names(source.header, added)
+    for old, new in renamed.items():
+        print(f"predict: input column {old!r} is written as {new!r} ({old!r} is the prediction's own)",
+              file=sys.stderr)
+    at = [source.header.index(f) for f in stored.features]
+    carried = _Carried(source.source, source.header)
+    empty = pa.schema([(n, pa.large_string()) for n in names] + [(n, pa.float64()) for n in added[:-1]]
+                      + [(added[-1], pa.bool_())])
     rows = outside = 0
-    with _atomic_writer(out_path, kind, output_columns(stored, model)) as write:
-        for block in source.blocks(stored.features, BLOCK_ROWS):
-            columns = check_block(block, stored.features, source.where)
-            write(predict_block(stored, columns, t, model))
-            rows, outside = rows + block.rows, outside + extrapolated(stored, columns)
+    with _atomic_writer(out_path, kind, empty) as write:
+        for block in source.blocks(source.header, BLOCK_ROWS):
+            features = RawBlock(tuple(block.columns[j] for j in at), block.first_row)
+            columns = check_block(features, stored.features, source.where)
+            predicted = predict_block(stored, columns, t, model)
+            write(pa.table(dict(zip(names, carried.arrays(block, source.where))) | predicted))
+            rows, outside = rows + block.rows, outside + int(predicted["extrapolated"].sum())
     if outside:
         print(f"predict: warning: {outside} of {counted(rows, 'row')} lie outside the range the model was fitted on "
-              "(extrapolated)", file=sys.stderr)
+              "(column extrapolated)", file=sys.stderr)
     fit = "exact fit" if model == "exact" else "SGD model"
     print(f"predict: {counted(rows, 'row')} from {path.name} ({fit}, alpha {alpha:g}) -> {out_path}", file=sys.stderr)
     return out_path

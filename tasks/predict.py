@@ -62,15 +62,27 @@ def stored_model(design: dict, coefficients: dict, sgd_state: dict) -> StoredMod
     )
 
 
-def echoed(model: StoredModel) -> tuple[str, ...]:
-    """The feature columns copied into the output: all but one named like an output column (a
-    feature called `prediction` keeps the contract's `prediction` meaning; rows stay in order)."""
-    return tuple(f for f in model.features if f not in (*INTERVAL_COLUMNS, "exact_prediction"))
+def output_columns(use: str) -> tuple[str, ...]:
+    """The columns the prediction adds after the input's own: the intervals, with --model sgd the
+    exact prediction, and whether the row lies outside the fitted range."""
+    return (*INTERVAL_COLUMNS, *(("exact_prediction",) if use == "sgd" else ()), "extrapolated")
 
 
-def output_columns(model: StoredModel, use: str) -> tuple[str, ...]:
-    """The output's columns: the features as read, the intervals, and with --model sgd the exact prediction."""
-    return (*echoed(model), *INTERVAL_COLUMNS, *(("exact_prediction",) if use == "sgd" else ()))
+def kept_names(header: tuple[str, ...], added: tuple[str, ...]) -> tuple[tuple[str, ...], dict[str, str]]:
+    """The input's columns as the output names them: a name the prediction adds (e.g. `prediction`)
+    becomes input_<name> (input_2_<name>, ... while that is taken too), so the contract's columns keep
+    their meaning; and the renamed ones, old -> new."""
+    taken, names, renamed = set(header) | set(added), [], {}
+    for name in header:
+        if name in added:
+            new, k = f"input_{name}", 2
+            while new in taken:
+                new, k = f"input_{k}_{name}", k + 1
+            taken.add(new)
+            renamed[name] = new
+            name = new
+        names.append(name)
+    return tuple(names), renamed
 
 
 def check_columns(source: str, header: tuple[str, ...], features: tuple[str, ...]) -> None:
@@ -89,8 +101,9 @@ def critical_t(model: StoredModel, alpha: float) -> float:
 
 
 def predict_block(model: StoredModel, columns: list[np.ndarray], t: float, use: str) -> dict[str, np.ndarray]:
-    """The output columns of one block: columns are the model's features, (m,) float64 each; t from
-    critical_t; use: "exact" or "sgd", the model whose prediction the intervals are centred on."""
+    """The columns the prediction adds to one block (output_columns): columns are the model's
+    features, (m,) float64 each; t from critical_t; use: "exact" or "sgd", the model whose prediction
+    the intervals are centred on."""
     features = np.column_stack(columns)
     W = model.basis.apply(features)  # (m, p)
     exact = W @ model.basis_coefficients
@@ -102,17 +115,16 @@ def predict_block(model: StoredModel, columns: list[np.ndarray], t: float, use: 
         sgd = model.sgd(torch.from_numpy(np.ascontiguousarray(term_values(features, model.degree)))).numpy()[:, 0]
     centre = exact if use == "exact" else sgd
     half_obs = t * np.sqrt(model.residual_std**2 + se**2)
-    kept = echoed(model)
-    out = {f: v for f, v in zip(model.features, columns) if f in kept} | {
+    out = {
         "prediction": centre, "std_error": se, "ci_lower": centre - t * se, "ci_upper": centre + t * se,
         "pi_lower": centre - half_obs, "pi_upper": centre + half_obs, "sgd_prediction": sgd,
     }
-    return out | ({"exact_prediction": exact} if use == "sgd" else {})
+    return out | ({"exact_prediction": exact} if use == "sgd" else {}) | {"extrapolated": extrapolated(model, columns)}
 
 
-def extrapolated(model: StoredModel, columns: list[np.ndarray]) -> int:
-    """How many rows have a feature outside the range the model was fitted on."""
+def extrapolated(model: StoredModel, columns: list[np.ndarray]) -> np.ndarray:
+    """(m,) bool: the row has a feature outside the range the model was fitted on."""
     outside = np.zeros(len(columns[0]), dtype=bool)
     for j, v in enumerate(columns):
         outside |= (v < model.feature_min[j]) | (v > model.feature_max[j])
-    return int(outside.sum())
+    return outside

@@ -125,8 +125,8 @@ def test_predictions_and_intervals_equal_statsmodels_get_prediction(versions, ki
     fitted = versions[kind]
     X0 = fitted.new_rows(60, seed=1, spread=1.3)
     result = predict(fitted, write_rows(tmp_path / "new.parquet", fitted, X0), tmp_path / "p.parquet", alpha=alpha)
-    assert tuple(result.columns) == (*fitted.features, *COLUMNS)
-    assert (result.dtypes == np.float64).all()
+    assert tuple(result.columns) == (*fitted.features, *COLUMNS, "extrapolated")
+    assert (result[[*fitted.features, *COLUMNS]].dtypes == np.float64).all() and result["extrapolated"].dtype == bool
     np.testing.assert_array_equal(result[list(fitted.features)].to_numpy(), X0)
     assert_matches_statsmodels(result, fitted.oracle(X0, alpha))
 
@@ -157,7 +157,7 @@ def test_model_sgd_centres_the_intervals_on_the_sgd_prediction(versions, tmp_pat
     data = write_rows(tmp_path / "new.parquet", fitted, fitted.new_rows(25, seed=4))
     exact = predict(fitted, data, tmp_path / "exact.parquet")
     sgd = predict(fitted, data, tmp_path / "sgd.parquet", model="sgd")
-    assert tuple(sgd.columns) == (*fitted.features, *COLUMNS, "exact_prediction")
+    assert tuple(sgd.columns) == (*fitted.features, *COLUMNS, "exact_prediction", "extrapolated")
     np.testing.assert_array_equal(sgd["prediction"], exact["sgd_prediction"])
     np.testing.assert_array_equal(sgd["exact_prediction"], exact["prediction"])
     np.testing.assert_array_equal(sgd["std_error"], exact["std_error"])
@@ -171,10 +171,29 @@ def test_csv_and_parquet_inputs_and_outputs_hold_the_same_numbers(versions, tmp_
     """A CSV input with extra columns and no target, and a CSV output, give Parquet's numbers exactly."""
     fitted = versions["linear"]
     X0 = fitted.new_rows(40, seed=5)
-    parquet = predict(fitted, write_rows(tmp_path / "new.parquet", fitted, X0), tmp_path / "p.parquet")
-    csv_in = write_rows(tmp_path / "new.csv", fitted, X0, label=[f"r{i}" for i in range(len(X0))], z=np.ones(len(X0)))
-    csv = predict(fitted, csv_in, tmp_path / "p.csv")
-    pd.testing.assert_frame_equal(csv, parquet, check_exact=True)
+    extra = {"label": [f"r{i}" for i in range(len(X0))], "z": np.ones(len(X0))}
+    parquet = predict(fitted, write_rows(tmp_path / "new.parquet", fitted, X0, **extra), tmp_path / "p.parquet")
+    csv = predict(fitted, write_rows(tmp_path / "new.csv", fitted, X0, **extra), tmp_path / "p.csv")
+    # (z = 1.0 is written "1" in CSV and read back as an integer: the values are compared, not dtypes)
+    pd.testing.assert_frame_equal(csv, parquet, check_exact=True, check_dtype=False)
+
+
+def test_every_input_column_is_kept_in_order_and_a_clash_is_renamed(versions, tmp_path, capsys):
+    """An id, a text column and a column called `prediction` come back beside the predictions, in
+    the input's order and row order, with their types; the clash is written as input_prediction and
+    the log says so; `extrapolated` flags exactly the rows outside the fitted range."""
+    fitted = versions["linear"]
+    X0 = fitted.new_rows(30, seed=9)
+    X0[[4, 11], 0] = fitted.X[:, 0].max() + 2.0
+    extra = {"id": np.arange(100, 130), "town": [f"t{i % 3}" for i in range(30)], "prediction": np.zeros(30)}
+    for suffix in ("parquet", "csv"):
+        result = predict(fitted, write_rows(tmp_path / f"new.{suffix}", fitted, X0, **extra), tmp_path / f"p.{suffix}")
+        assert tuple(result.columns) == ("id", "town", "input_prediction", *fitted.features, *COLUMNS, "extrapolated")
+        assert result["id"].tolist() == list(range(100, 130)) and result["id"].dtype == np.int64
+        assert result["town"].tolist() == extra["town"] and (result["input_prediction"] == 0).all()
+        assert sorted(np.flatnonzero(result["extrapolated"])) == [4, 11]
+        assert_matches_statsmodels(result, fitted.oracle(X0, 0.05))
+    assert "input column 'prediction' is written as 'input_prediction'" in capsys.readouterr().err
 
 
 def test_a_folder_of_parquet_files_is_predicted_in_file_name_order(versions, tmp_path):
@@ -370,11 +389,11 @@ def test_the_console_script_exits_2_without_a_traceback(case, versions, workspac
     assert snapshot(workspace) == before
 
 
-def test_a_feature_named_like_an_output_column_is_not_copied_over_it():
-    from types import SimpleNamespace
+def test_input_names_that_clash_with_the_predictions_are_renamed_once_each():
+    """prediction -> input_prediction; input_prediction taken too -> input_2_prediction; others kept."""
+    from tasks.predict import kept_names, output_columns
 
-    from tasks.predict import INTERVAL_COLUMNS, output_columns
-
-    model = SimpleNamespace(features=("prediction", "x", "std_error"))
-    assert output_columns(model, "exact") == ("x", *INTERVAL_COLUMNS)
-    assert output_columns(model, "sgd") == ("x", *INTERVAL_COLUMNS, "exact_prediction")
+    names, renamed = kept_names(("prediction", "x", "input_prediction", "extrapolated"), output_columns("exact"))
+    assert names == ("input_2_prediction", "x", "input_prediction", "input_extrapolated")
+    assert renamed == {"prediction": "input_2_prediction", "extrapolated": "input_extrapolated"}
+    assert output_columns("sgd")[-2:] == ("exact_prediction", "extrapolated")
