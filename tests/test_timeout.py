@@ -13,9 +13,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.prefect_server import BIN, cli_env
 from tasks.wording import counted
 from tests.helpers import seed_workspace
+from tests.prefect_server import BIN, cli_env
 
 
 @pytest.fixture(scope="module")
