@@ -133,7 +133,10 @@ def _verdict(value: object) -> str:
 
 def diff_text(doc: dict) -> str:
     """The comparison (compare_versions' dict) as plain text a person reads at a glance."""
-    sides = [[label, str(s["version"]), f"created {s['created_at']}", str(s["source"]), counted(s['rows'], 'row') if isinstance(s['rows'], int) else f"{s['rows']} rows",
+    def rows(n: object) -> str:
+        return counted(n, "row") if isinstance(n, int) else f"{n} rows"
+
+    sides = [[label, str(s["version"]), f"created {s['created_at']}", str(s["source"]), rows(s["rows"]),
               f"sha256 {str(s['sha256'])[:12]}"] for label, s in (("A", doc["a"]), ("B", doc["b"]))]
     lines = [*_columns(sides, left=4), f"  data   {'same (equal sha256)' if doc['same_data'] else 'different'}",
              f"  model  {doc['model']}" if not doc["model_differences"] else
@@ -153,7 +156,7 @@ def diff_text(doc: dict) -> str:
         for r in doc["sgd"]])
     r2, sd, conv, summary = doc["r_squared"], doc["residual_std"], doc["converged"], doc["summary"]
     lines += ["", *_columns([
-        [doc.get("r_squared_label", "R²"), f"{_fmt(r2['a'], '.8g')} -> {_fmt(r2['b'], '.8g')}"],
+        [doc["r_squared_label"], f"{_fmt(r2['a'], '.8g')} -> {_fmt(r2['b'], '.8g')}"],
         ["residual SD", f"{_fmt(sd['a'])} -> {_fmt(sd['b'])}"],
         ["verdict", f"{_verdict(conv['a'])} -> {_verdict(conv['b'])}"]], left=2),
         f"  A: {summary['a']}", f"  B: {summary['b']}"]

@@ -27,12 +27,12 @@ def print_versions(artifacts_dir: Path) -> None:
     """Print one row per version: when, data, model, exact and SGD parameters, verdict."""
     if artifacts_dir.exists() and not artifacts_dir.is_dir():
         raise UserInputError(f"option --artifacts-dir: {artifacts_dir} is not a folder")
-    table = Table(title=f"versions in {artifacts_dir}", title_justify="left")
     found = list_versions(artifacts_dir)
     if not found:
         print(f"no versions in {artifacts_dir.resolve()} (--artifacts-dir, or {ARTIFACTS_ENV}, names "
               "another folder)", file=sys.stderr)
         return
+    table = Table(title=f"versions in {artifacts_dir}", title_justify="left")
     for column in ("version", "rows", "model", "exact params", "sgd params", "max rel diff",
                    "epochs", "converged", "drift"):
         # A version name is never wrapped or shortened: it is what the other verbs take.

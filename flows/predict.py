@@ -116,8 +116,8 @@ class _Carried:
     """The input's own columns as Arrow arrays of one type each, block after block: a Parquet input's
     own types; a CSV's as pandas reads its first block (a column empty there: text)."""
 
-    def __init__(self, source: str, names: tuple[str, ...]) -> None:
-        self.source, self.names, self.types = source, names, None
+    def __init__(self, names: tuple[str, ...]) -> None:
+        self.names, self.types = names, None
 
     def arrays(self, block, where) -> list[pa.Array]:
         arrays = []
@@ -164,9 +164,10 @@ def predict_command(artifacts_dir: Path, version: str, data: Path, *, out: Path 
         print(f"predict: input column {old!r} is written as {new!r} ({old!r} is the prediction's own)",
               file=sys.stderr)
     at = [source.header.index(f) for f in stored.features]
-    carried = _Carried(source.source, source.header)
-    empty = pa.schema([(n, pa.large_string()) for n in names] + [(n, pa.float64()) for n in added[:-1]]
-                      + [(added[-1], pa.bool_())])
+    carried = _Carried(source.header)
+    # The schema of an input without rows: its columns as text, the prediction's as predict_block writes them.
+    empty = pa.schema([(n, pa.large_string()) for n in names]
+                      + [(n, pa.bool_() if n == "extrapolated" else pa.float64()) for n in added])
     rows = outside = 0
     with _atomic_writer(out_path, kind, empty) as write:
         for block in source.blocks(source.header, BLOCK_ROWS):

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from tasks.errors import UserInputError
 from tasks.summary import formula, parameter_names, parameter_values, r_squared_label
-from tasks.wording import counted
 from tasks.versions import ARTIFACTS_ENV, LATEST, list_versions, read_version
+from tasks.wording import counted
 
 
 def resolve_version(artifacts_dir: Path, version: str) -> Path:

@@ -156,7 +156,10 @@ def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None
     batch = cfg.batch_size if cfg.batch_size is not None and cfg.batch_size < n else None
     if cfg.optimizer == "lbfgs":
         scale = min(LBFGS_PAIRS / coords.curvature[1], torch.finfo(dtype).max ** 0.5)
-        restart: list = []  # [memory before a restart] while its first step is pending; [None]: no more
+    # L-BFGS restarts (lbfgs_epoch): the memory before a restart while its first step is pending, and
+    # whether restarts are still allowed.
+    saved: dict | None = None
+    restarts = True
 
     def full_epoch() -> torch.Tensor:
         """One torch.optim step on all rows; n times the loss before it."""
@@ -165,6 +168,7 @@ def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None
         return total
 
     def lbfgs_epoch() -> torch.Tensor:
+        nonlocal saved, restarts
         # When its line search finds no step (a step of 0), torch's L-BFGS keeps its memory and
         # gradient and takes the same step of 0 at every later epoch: stuck for good (Filip: 1.07
         # from the optimum on one BLAS kernel path, 6e-9 on others). Then its memory is cleared, as
@@ -184,16 +188,16 @@ def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None
             return total * (scale / n)
 
         opt.step(closure)
-        if restart and not bool(torch.isfinite(theta).all()):
+        if saved is not None and not bool(torch.isfinite(theta).all()):
             theta.copy_(ref)  # undo the restart's first step, restore the memory, restart no more
             opt.state.clear()
-            opt.state.update(restart.pop())
-            restart.append(None)
-        elif not restart and torch.equal(theta, ref):
-            restart.append({k: copy.deepcopy(v) for k, v in opt.state.items()})
+            opt.state.update(saved)
+            saved, restarts = None, False
+        elif saved is None and restarts and torch.equal(theta, ref):
+            saved = {k: copy.deepcopy(v) for k, v in opt.state.items()}
             opt.state.clear()
-        elif restart and restart[-1] is not None:
-            restart.clear()
+        else:
+            saved = None  # the restart's first step went through (or there was none)
         return start[0]
 
     def batch_epoch() -> torch.Tensor | None:

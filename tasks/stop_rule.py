@@ -59,7 +59,6 @@ class StopRule:
     tail: np.ndarray = field(default_factory=lambda: np.empty(0))
     best: float = math.inf
     best_at: int = 0
-    product: float = 0.0  # the float64 rounding of the last estimate's product K g
 
     @cached_property
     def newton(self) -> np.ndarray:
@@ -82,12 +81,8 @@ class StopRule:
         parameters to the optimum, |K g| / |beta*|."""
         total = data.full()
         host = torch.cat([total.reshape(1), data.grad]).double().cpu().numpy()  # one host sync
-        g = host[1:]
         with np.errstate(divide="ignore", invalid="ignore"):
-            distance = float(np.max(np.abs(self.newton @ g) / self.optimum_scale))
-            # The product K g in float64 is exact to gamma_p |K| |g| (K has entries of both signs).
-            gamma = len(g) * np.finfo(np.float64).eps
-            self.product = float(np.max(gamma * (np.abs(self.newton) @ np.abs(g)) / self.optimum_scale))
+            distance = float(np.max(np.abs(self.newton @ host[1:]) / self.optimum_scale))
         return float(host[0]) / data.n, distance if math.isfinite(distance) else math.inf
 
     def rounding_distance(self, data: TrainingRows) -> float:
@@ -96,15 +91,18 @@ class StopRule:
         themselves) and each product a_ij r_i of g = 2/n A^T r moves K g by independent errors of
         variance u^2 (2/n)^2 (sum_i (K a_i)^2 e_i^2 + K^2 sum_i a_i^2 r_i^2); the estimate is NOISE_SIGMAS
         standard deviations of that, times sqrt(log2 n) for the depth of the sums; plus the rounding of the
-        product K g itself (self.product, from the last self.distance). A worst case
+        product K g itself, at the gradient in data.grad (that of self.distance). A worst case
         (|K| |A|^T e) would be 1e10 times too large on Filip and let a stalled run stop far out."""
         u = torch.finfo(data.grad.dtype).eps / 2
         residual, products = data.rounding(self.newton)
         variance = residual + np.square(self.newton) @ products
         spread = NOISE_SIGMAS * math.sqrt(math.log2(max(data.n, 2)))
+        g = np.abs(data.grad.double().cpu().numpy())
+        # The product K g in float64 is exact to gamma_p |K| |g| (K has entries of both signs).
+        gamma = len(g) * np.finfo(np.float64).eps
         with np.errstate(divide="ignore", invalid="ignore"):
-            noise = float(np.max(spread * u * (2 / data.n) * np.sqrt(variance) / self.optimum_scale))
-        return noise + self.product
+            noise = spread * u * (2 / data.n) * np.sqrt(variance) + gamma * (np.abs(self.newton) @ g)
+            return float(np.max(noise / self.optimum_scale))
 
     def _loss_flat(self, chunk: np.ndarray) -> bool:
         """Whether the best loss so far improved by <= tol (relative) over PATIENCE epochs somewhere

@@ -45,7 +45,8 @@ ROW_COUNT_MIN = 20
 def _row_index(name: str, column: pd.Series) -> str | None:
     """Why a numeric column looks like a row index (named like one, or 0, 1, 2, ... or 1, 2, 3, ...
     row by row), or None."""
-    if name.strip().lower() in ROW_ID_NAMES or name.strip().lower().endswith("_id"):
+    key = name.strip().lower()
+    if key in ROW_ID_NAMES or key.endswith("_id"):
         return "named like a row identifier"
     values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     if len(values) >= ROW_COUNT_MIN and values[0] in (0.0, 1.0) and np.array_equal(values, values[0] + np.arange(len(values))):

@@ -1,7 +1,8 @@
-"""Tiny shared fixtures for the tests: the tutorial's ten points and a Design builder."""
+"""Tiny shared fixtures for the tests: the tutorial's ten points, a Design builder, strict JSON."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -52,3 +53,10 @@ def seed_workspace(root: Path, seed_csv_text: str) -> Path:
     (root / "data").mkdir()
     (root / "data" / "seed.csv").write_text(seed_csv_text)
     return root
+
+
+def strict_loads(data: bytes | str) -> dict:
+    """JSON as the standard defines it: NaN and Infinity are refused."""
+    def refuse(constant: str):
+        raise AssertionError(f"{constant} in a document")
+    return json.loads(data, parse_constant=refuse)

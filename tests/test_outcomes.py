@@ -21,7 +21,7 @@ from tasks.sgd import SGDResult
 from tasks.summary import summary_markdown, table_rows
 from tasks.versions import nulled
 from flows.show import summary_text
-from tests.helpers import TUTORIAL_X, make_design, tutorial_design
+from tests.helpers import TUTORIAL_X, make_design, strict_loads, tutorial_design
 
 pytestmark = pytest.mark.numeric  # run again under torch's other CPU kernels (make test)
 
@@ -31,13 +31,6 @@ STOPS = st.sampled_from(["tol", "epochs", "diverged", "timeout"])
 DESIGNS = {"tutorial": tutorial_design(), "perfect": make_design(TUTORIAL_X * 4, TUTORIAL_X * 8 + 1),
            "no-intercept": tutorial_design(intercept=False)}
 FITS = {name: fit_exact(design) for name, design in DESIGNS.items()}
-
-
-def strict_loads(data: bytes) -> dict:
-    """JSON as the standard defines it: NaN and Infinity are refused."""
-    def refuse(constant: str):
-        raise AssertionError(f"{constant} in a document")
-    return json.loads(data, parse_constant=refuse)
 
 
 def check_nulled(raw: object, out: object, reasons: dict, key: str = "") -> bool:

@@ -7,8 +7,6 @@ property test draws a handful of examples beside the ones the issue named."""
 
 from __future__ import annotations
 
-import json
-import math
 import subprocess
 from pathlib import Path
 
@@ -17,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import seed_workspace
+from tests.helpers import seed_workspace, strict_loads
 from tests.prefect_server import BIN, cli_env
 
 MACRO = "data/macro.csv"
@@ -43,9 +41,7 @@ def linreg(server, root: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def strict(path: Path) -> dict:
-    def refuse(constant: str):
-        raise AssertionError(f"{constant} in {path}")
-    return json.loads(path.read_text(), parse_constant=refuse)
+    return strict_loads(path.read_bytes())
 
 
 OPTIONS = st.fixed_dictionaries({
