@@ -91,6 +91,10 @@ def main() -> None:
         nist = included("bench_nist", [], home, timeout)
         say("(e) training under each torch CPU kernel set")
         paths = included("bench_training_paths", ["--smoke"] if args.smoke else [], home, timeout)
+        overhead = "Not run under --smoke: it starts six Prefect servers."
+        if not args.smoke:
+            say("(f) a small run's fixed cost")
+            overhead = included("bench_overhead", [], home, timeout)
     mode = "`bench/run.py --smoke`: tiny sizes, a check that the bench runs, not a measurement" if args.smoke \
         else "`make bench` (bench/run.py)"
     args.out.write_text(f"""# linreg-flow benchmarks
@@ -130,6 +134,10 @@ fit is certified: a column-statistics pass, one TSQR pass, double-double refinem
 ## (e) Training's reach under each torch CPU kernel set (ATEN_CPU_CAPABILITY)
 
 {paths}
+
+## (f) A small run's fixed cost: the reused local server against a temporary server per run
+
+{overhead}
 
 Total bench time: {time.perf_counter() - start:.0f} s.
 """)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -151,6 +153,9 @@ def run(
     max_drift: MaxDrift = None, fail_on_drift: FailOnDrift = False, dask: Dask = None, decimal: Decimal = ".",
 ) -> None:
     """Run the pipeline once; the last line on stdout is the new version folder."""
+    from flows.backend import idle_seconds
+
+    idle_seconds()  # a bad LINREG_SERVER_IDLE_S is exit 2 before anything is read or written
     config = _config(data, target, features, degree, no_intercept, optimizer, lr, epochs, batch_size,
                      tol, standardize, seed, device, dtype, rtol, artifacts_dir, data_dir, train_timeout,
                      precondition, alpha, max_drift, fail_on_drift, decimal)
@@ -160,19 +165,19 @@ def run(
 
         runner = task_runner(None if dask == LOCAL_CLUSTER else dask)
     prepared = _preflight(config)
-    from flows.backend import ensure_api
+    from flows.backend import prepare_api
+
+    api = prepare_api()  # a local server may be starting while the flow's modules load
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
     from flows.regression import regression_flow
 
-    url = ensure_api()
-    if runner is None:
-        path = regression_flow(config=config, prepared=prepared.to_json())
-    else:
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        # Dask workers are other processes: they find this run's temporary server only through the
-        # settings Prefect sends with each task (else each would start a server of its own).
-        with temporary_settings(updates={PREFECT_API_URL: url} if url else {}):
-            path = regression_flow.with_options(task_runner=runner)(config=config, prepared=prepared.to_json())
+    url = api.wait()
+    flow = regression_flow if runner is None else regression_flow.with_options(task_runner=runner)
+    # The local server has no UI: no "View at" link to it. Dask workers are other processes: they
+    # find this run's server only through the settings Prefect sends with each task.
+    with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_UI_URL: ""} if url else {}):
+        path = flow(config=config, prepared=prepared.to_json())
     from flows.show import run_summary
 
     sys.stderr.flush()
@@ -281,6 +286,34 @@ def _dask_flag(argv: list[str]) -> list[str]:
         if token == "--dask" and (i + 1 == len(argv) or not _looks_like_address(argv[i + 1])):
             out.append(LOCAL_CLUSTER)
     return out
+
+
+def entry() -> None:
+    """The console script (`linreg`, `python -m flows`): main(), then a quick exit.
+
+    A run imports about 3000 modules (torch, Prefect, pandas, matplotlib); the interpreter's teardown
+    of them takes 0.8 s on a 2-core machine and does nothing a run needs. So once main() has
+    finished, this does what the interpreter would do first (stop the executors and join the non-daemon threads, run the
+    atexit handlers, where Prefect sends its last logs; flush stdout and stderr) and then exits
+    with main()'s status without the teardown. An exception other than SystemExit (LINREG_DEBUG)
+    takes the usual path and its traceback.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as done:
+        code = done.code
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    threading._shutdown()  # what Py_FinalizeEx calls first: executors' exit hooks, then joins
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe: nothing more can reach it
+            pass
+    os._exit(code or 0)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,7 +6,8 @@ With n rows, p parameters (k = 1 with an intercept, else 0), df_resid = n - p, s
   F = ((TSS - RSS) / df_model) / s^2, df_model = p - k, TSS centered with an intercept, sum y^2
       without (statsmodels' uncentered F), f_pvalue = P(F(df_model, df_resid) > F);
   log_likelihood = -n/2 (log(2 pi) + log(RSS / n) + 1), aic = -2 llf + 2 p, bic = -2 llf + p log n.
-The t and F distributions are scipy's.
+The t and F distributions are scipy's (scipy.special's stdtr, stdtrit and fdtrc, the functions behind
+scipy.stats.t and scipy.stats.f: the same values without importing scipy.stats, 0.4 s per run).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
+from scipy import special
 
 from tasks.exact import ExactFit
 
@@ -45,8 +46,8 @@ def infer(fit: ExactFit, n: int, alpha: float = 0.05) -> Inference:
     p, k, df = len(params), int(fit.intercept is not None), fit.dof
     with np.errstate(divide="ignore", invalid="ignore"):
         t = params / se
-    pvals = 2 * stats.t.sf(np.abs(t), df)
-    half = stats.t.ppf(1 - alpha / 2, df) * se
+    pvals = 2 * special.stdtr(df, -np.abs(t))
+    half = special.stdtrit(df, 1 - alpha / 2) * se
     df_model = p - k
     s2 = fit.rss / df
     f = ((fit.tss - fit.rss) / df_model) / s2 if df_model > 0 and s2 > 0 else math.nan
@@ -57,7 +58,7 @@ def infer(fit: ExactFit, n: int, alpha: float = 0.05) -> Inference:
         p_values=tuple(map(float, pvals)),
         conf_int=tuple((float(b - h), float(b + h)) for b, h in zip(params, half)),
         f_statistic=float(f),
-        f_pvalue=float(stats.f.sf(f, df_model, df)) if math.isfinite(f) else math.nan,
+        f_pvalue=float(special.fdtrc(df_model, df, max(f, 0.0))) if math.isfinite(f) else math.nan,
         log_likelihood=llf,
         aic=-2 * llf + 2 * p,
         bic=-2 * llf + p * math.log(n),

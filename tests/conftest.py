@@ -10,6 +10,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 _SESSION_DIR = tempfile.mkdtemp(prefix="linreg-tests-")
 atexit.register(shutil.rmtree, _SESSION_DIR, ignore_errors=True)
@@ -41,6 +42,28 @@ from hypothesis import settings  # noqa: E402
 settings.register_profile("ci", derandomize=True)
 if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
     settings.load_profile("ci")
+
+
+@pytest.fixture(autouse=True)
+def _no_resident_server_outlives_its_test(request):
+    """A `linreg run` leaves a local Prefect server for later runs (flows.resident): the ones whose
+    PREFECT_HOME is in this test's tmp_path end with the test."""
+    yield
+    tmp = request.node.funcargs.get("tmp_path")
+    if tmp is not None:
+        from tests.prefect_server import stop_resident_servers
+
+        stop_resident_servers(tmp)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_resident_server_outlives_the_session(tmp_path_factory):
+    """The same for module- and session-scoped folders, at the end of the session."""
+    yield
+    from tests.prefect_server import stop_resident_servers
+
+    stop_resident_servers(tmp_path_factory.getbasetemp())
+    stop_resident_servers(Path(_SESSION_DIR))
 
 
 @pytest.fixture(scope="session")

@@ -84,3 +84,37 @@ def prefect_server(home: Path, startup_timeout: float = 120):
     finally:
         stop(proc)
         log.close()
+
+
+def resident_servers(under: Path) -> list[dict]:
+    """The registry entries (flows.resident) of the resident servers whose PREFECT_HOME is inside `under`."""
+    from flows.resident import read_json, registry
+
+    under = under.resolve()
+    found = []
+    for entry in sorted(registry().glob("*.json")) if registry().is_dir() else ():
+        state = read_json(entry)
+        home = state.get("home")
+        if isinstance(home, str) and Path(home).resolve().is_relative_to(under):
+            found.append(state)
+    return found
+
+
+def alive(pid: int, token: str) -> bool:
+    """Whether the resident server with this token still runs as pid (a reused pid is not it)."""
+    try:
+        return token.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def stop_resident_servers(under: Path, timeout: float = 30) -> None:
+    """End, by PID, the resident servers that runs with a PREFECT_HOME inside `under` left behind."""
+    for state in resident_servers(under):
+        pid, token = state["pid"], state["token"]
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if alive(pid, token):
+                os.kill(pid, sig)
+            deadline = time.monotonic() + timeout
+            while alive(pid, token) and time.monotonic() < deadline:
+                time.sleep(0.1)
