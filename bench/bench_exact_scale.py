@@ -46,7 +46,7 @@ def linreg(path: str) -> Fit:
 
     import pyarrow.parquet as pq
 
-    from tasks.exact import fit_exact
+    from tasks.exact.fit import fit_exact
     from tasks.kernels.design import Design
     from tasks.kernels.table import ColumnStats, ParquetTable, stats_of
     from tasks.kernels.tsqr import design_geometry

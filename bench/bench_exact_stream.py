@@ -49,7 +49,7 @@ def child(approach: str, path: str) -> dict:
 
     target, features = _columns(path)
     if approach == "exact":
-        from tasks.exact import fit_exact
+        from tasks.exact.fit import fit_exact
         from tasks.kernels.tsqr import design_geometry
 
         design = _design(path)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from bench.common import markdown_table
-from tasks.exact import ExactFit, fit_exact
+from tasks.exact.fit import ExactFit, fit_exact
 from tasks.kernels.design import Design
 from tasks.kernels.table import BLOCK_ROWS
 

@@ -37,8 +37,8 @@ def child(sets: list[str]) -> None:
     import torch
 
     from tasks.config import TrainConfig
-    from tasks.exact import fit_exact
-    from tasks.sgd import train_sgd
+    from tasks.exact.fit import fit_exact
+    from tasks.training.train import train_sgd
 
     print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability().lower()}))
     for name in sets:

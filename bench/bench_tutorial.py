@@ -18,10 +18,10 @@ import torch
 from bench.bench_nist import load
 from bench.common import markdown_table, ratio, secs
 from tasks.config import TrainConfig
-from tasks.exact import fit_exact
+from tasks.exact.fit import fit_exact
 from tasks.kernels.design import Design
 from tasks.kernels.tsqr import design_geometry
-from tasks.sgd import train_sgd
+from tasks.training.train import train_sgd
 
 X = np.array([1.05, 1.54, 2.01, 2.55, 3.13, 3.45, 4.02, 4.65, 5.34, 5.50])
 Y = np.array([10.3, 15.4, 21.2, 25.4, 30.1, 35.6, 40.5, 43.4, 50.1, 56.6])

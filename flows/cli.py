@@ -132,8 +132,8 @@ def _config(data: Path, target: str, features: str | None, degree: int, no_inter
 def _preflight(config):
     """The one pass over the data (load, validate, store), outside Prefect, so that bad input fails
     fast, in one line, before any write; the flow takes its result instead of reading again."""
-    from tasks.ingest import prepare_data
-    from tasks.sgd import resolve_device
+    from tasks.ingest.prepare import prepare_data
+    from tasks.training.train import resolve_device
 
     resolve_device(config.train.device)
     prepared = prepare_data(config.model, config.data, config.data_dir, decimal=config.decimal)
@@ -178,7 +178,7 @@ def run(
     # find this run's server only through the settings Prefect sends with each task.
     with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_UI_URL: ""} if url else {}):
         path = flow(config=config, prepared=prepared.to_json())
-    from flows.show import run_summary
+    from flows.commands.show import run_summary
 
     sys.stderr.flush()
     print(run_summary(Path(path)), file=sys.stderr, flush=True)
@@ -188,7 +188,7 @@ def run(
 @app.command()
 def versions(artifacts_dir: ArtifactsDir = Path("artifacts")) -> None:
     """List the versions, newest first, with key figures."""
-    from flows.listing import print_versions
+    from flows.commands.listing import print_versions
 
     print_versions(artifacts_dir)
 
@@ -199,7 +199,7 @@ def show(
     artifacts_dir: ArtifactsDir = Path("artifacts"),
 ) -> None:
     """Print a plain-text summary of one version (default: latest)."""
-    from flows.show import resolve_version, summary_text
+    from flows.commands.show import resolve_version, summary_text
 
     print(summary_text(resolve_version(artifacts_dir, version)))
 
@@ -213,7 +213,7 @@ def diff(
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
 ) -> None:
     """Two versions side by side: coefficients, their changes, data, parameters, R² and verdict."""
-    from flows.diff import diff_report
+    from flows.commands.diff import diff_report
 
     print(diff_report(artifacts_dir, a, b, force=force, as_json=as_json))
 
@@ -232,7 +232,7 @@ def predict(
     artifacts_dir: ArtifactsDir = Path("artifacts"),
 ) -> None:
     """Predict from a stored version (never refits); the last line on stdout is the output file."""
-    from flows.predict import predict_command
+    from flows.commands.predict import predict_command
 
     if len(args) > 2:
         raise UserInputError(f"predict takes [VERSION] DATA, got {len(args)} arguments: {' '.join(args)}")

@@ -12,20 +12,20 @@ from prefect import flow, get_run_logger, task
 from prefect.context import FlowRunContext
 from prefect.states import Failed
 
-from tasks.alerts import emit_alerts, find_alerts
-from tasks.artifacts import publish_summary, write_artifacts
-from tasks.compare import compare_fits_task
+from tasks.publish.alerts import emit_alerts, find_alerts
+from tasks.publish.writer import publish_summary, write_artifacts
+from tasks.evaluate.compare import compare_fits_task
 from tasks.config import RunConfig
 from tasks.errors import AlertRaised
-from tasks.exact import fit_exact_task
+from tasks.exact.fit import fit_exact_task
 from tasks.faults import crash_point
-from tasks.ingest import Prepared, prepare_data_task
+from tasks.ingest.prepare import Prepared, prepare_data_task
 from tasks.kernels.passes import local_map
-from tasks.plots import make_plots
-from tasks.report import coefficients_doc, comparison_doc, design_doc, loss_history_parquet, manifest_doc
-from tasks.sgd import train_sgd_task
-from tasks.sgd_model import sgd_model_bytes
-from tasks.versions import jsonable
+from tasks.evaluate.plots import make_plots
+from tasks.publish.documents import coefficients_doc, comparison_doc, design_doc, loss_history_parquet, manifest_doc
+from tasks.training.train import train_sgd_task
+from tasks.training.model_file import sgd_model_bytes
+from tasks.publish.reader import jsonable
 from tasks.wording import counted
 
 

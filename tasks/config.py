@@ -88,7 +88,7 @@ class RunConfig(BaseModel):
     rtol: float | None = Field(None, gt=0, lt=1)
     # Confidence intervals at level 1 - alpha, statsmodels' default.
     alpha: float = Field(0.05, gt=0, lt=1)
-    # Alerts (tasks/alerts.py): a relative drift of the exact coefficients above max_drift since the
+    # Alerts (tasks/publish/alerts.py): a relative drift of the exact coefficients above max_drift since the
     # previous version of the same model, or SGD not converged, emits a Prefect event; None: no alerts.
     max_drift: float | None = Field(None, ge=0)
     # With alerts, fail the flow run after the version is written.

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tasks.exact import IllConditionedWarning, fit_exact
+from tasks.exact.fit import IllConditionedWarning, fit_exact
 from tasks.kernels.design import Design
 from tests.helpers import make_design
 from tests.test_exact_streaming import READERS, reread

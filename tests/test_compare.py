@@ -10,9 +10,9 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from tasks.compare import WELL_CONDITIONED, compare_fits, estimate_epochs_needed
-from tasks.exact import fit_exact
-from tasks.sgd import SGDResult
+from tasks.evaluate.compare import WELL_CONDITIONED, compare_fits, estimate_epochs_needed
+from tasks.exact.fit import fit_exact
+from tasks.training.train import SGDResult
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y, make_design, tutorial_design
 
 pytestmark = pytest.mark.numeric  # run again under torch's other CPU kernels (make test)

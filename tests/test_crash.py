@@ -25,8 +25,8 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.artifacts import LATEST_TEMP, VERSION_TEMP, dumps, list_versions, previous_version, read_version
-from tasks.artifacts import version_name, write_version
+from tasks.publish.writer import LATEST_TEMP, VERSION_TEMP, dumps, list_versions, previous_version, read_version
+from tasks.publish.writer import version_name, write_version
 from tasks.faults import CRASH_AT
 from tasks.tempfiles import remove_stale, temp_name
 from tests.prefect_server import BIN, cli_env

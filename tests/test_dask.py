@@ -254,7 +254,7 @@ def test_linreg_run_dask_runs_its_passes_on_a_local_cluster_and_gets_the_local_a
     and the plot's passes run as part tasks on a local cluster of worker processes (which find the
     temporary server through the settings sent with each task), and the coefficients equal this
     process's one-part fit to float64 rounding."""
-    from tasks.exact import fit_exact
+    from tasks.exact.fit import fit_exact
     from tests.prefect_server import BIN, cli_env
 
     rng = np.random.default_rng(3)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from flows.diff import compare_versions, diff_report, diff_text
-from tasks.versions import VersionDocs
+from flows.commands.diff import compare_versions, diff_report, diff_text
+from tasks.publish.reader import VersionDocs
 from tasks.errors import UserInputError
 from tests.test_cli import cli_env, linreg  # noqa: F401 - cli_env is a fixture
 
@@ -54,7 +54,7 @@ def as_json(artifacts: Path, a: str, b: str, force: bool = False) -> dict:
 
 
 def params(coef: dict, block: str, field: str | None = None) -> dict[str, float]:
-    """name -> value of one block of coefficients.json, read here independently of flows.diff."""
+    """name -> value of one block of coefficients.json, read here independently of flows.commands.diff."""
     source = coef[block] if field is None else coef[block][field]
     return {"intercept": source["intercept"], **dict(zip(coef["terms"], source["coefficients"]))}
 

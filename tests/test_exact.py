@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 from tasks.kernels.design import Design
-from tasks.exact import fit_exact
+from tasks.exact.fit import fit_exact
 from tests.helpers import (
     TUTORIAL_B0,
     TUTORIAL_B1,

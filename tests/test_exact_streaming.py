@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.exact import fit_exact
+from tasks.exact.fit import fit_exact
 from tasks.kernels import ddarith as dd
 from tasks.kernels.design import Design
 from tasks.kernels.passes import local_map

@@ -16,11 +16,11 @@ import pytest
 import statsmodels.api as sm
 
 from tasks.config import TrainConfig
-from tasks.compare import compare_fits
-from tasks.exact import fit_exact
-from tasks.report import coefficients_doc
-from tasks.sgd import train_sgd
-from tasks.versions import jsonable
+from tasks.evaluate.compare import compare_fits
+from tasks.exact.fit import fit_exact
+from tasks.publish.documents import coefficients_doc
+from tasks.training.train import train_sgd
+from tasks.publish.reader import jsonable
 from tests.helpers import make_design
 
 NIST = Path(__file__).resolve().parent / "data" / "nist"

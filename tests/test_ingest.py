@@ -16,8 +16,8 @@ import pytest
 
 from tasks.config import ModelSpec
 from tasks.errors import UserInputError
-from tasks.exact import fit_exact
-from tasks.ingest import STAGES, Prepared, prepare_data, prepare_data_task
+from tasks.exact.fit import fit_exact
+from tasks.ingest.prepare import STAGES, Prepared, prepare_data, prepare_data_task
 from tasks.kernels.design import Design
 from tasks.kernels.tsqr import design_geometry
 

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.exact import IllConditionedWarning, fit_exact
+from tasks.exact.fit import IllConditionedWarning, fit_exact
 from tests.helpers import make_design
 from tests.prefect_server import BIN, cli_env
 from tests.test_exact_streaming import reread

@@ -13,14 +13,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tasks.artifacts import dumps, write_version
-from tasks.compare import compare_fits
-from tasks.exact import fit_exact
-from tasks.report import coefficients_doc, comparison_doc
-from tasks.sgd import SGDResult
-from tasks.summary import summary_markdown, table_rows
-from tasks.versions import nulled
-from flows.show import summary_text
+from tasks.publish.writer import dumps, write_version
+from tasks.evaluate.compare import compare_fits
+from tasks.exact.fit import fit_exact
+from tasks.publish.documents import coefficients_doc, comparison_doc
+from tasks.training.train import SGDResult
+from tasks.publish.markdown import summary_markdown, table_rows
+from tasks.publish.reader import nulled
+from flows.commands.show import summary_text
 from tests.helpers import TUTORIAL_X, make_design, strict_loads, tutorial_design
 
 pytestmark = pytest.mark.numeric  # run again under torch's other CPU kernels (make test)
@@ -82,7 +82,7 @@ def test_every_outcome_gives_strict_json_with_a_reason_beside_each_null(tmp_path
     sgd = _sgd(params, stop, len(losses), losses, d.intercept, final_loss)
     comparison = compare_fits(d, exact, sgd, rtol)
     coef, comp = coefficients_doc(d, exact, sgd, comparison), comparison_doc(comparison)
-    with mock.patch("tasks.report.nulled", lambda doc, reasons=None: doc):
+    with mock.patch("tasks.publish.documents.nulled", lambda doc, reasons=None: doc):
         raw_coef, raw_comp = coefficients_doc(d, exact, sgd, comparison), comparison_doc(comparison)
     for raw, doc in ((raw_coef, coef), (raw_comp, comp)):
         assert strict_loads(dumps(doc)) == doc  # the builders already wrote plain, finite-or-null values

@@ -14,11 +14,11 @@ import pytest
 from matplotlib.image import AxesImage, imread
 
 from tasks.config import TrainConfig
-from tasks.exact import fit_exact
-from tasks.plots import (BINS, LOSS_POINTS, POINTS_MAX, FitView, ViewSpec, fit_view, make_plots, plot_fit, plot_loss,
+from tasks.exact.fit import fit_exact
+from tasks.evaluate.plots import (BINS, LOSS_POINTS, POINTS_MAX, FitView, ViewSpec, fit_view, make_plots, plot_fit, plot_loss,
                          png_bytes, view_part, view_spec)
 from tasks.kernels.table import ParquetTable, stats_of
-from tasks.sgd import train_sgd
+from tasks.training.train import train_sgd
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y, make_design, tutorial_design
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -196,7 +196,7 @@ def test_a_run_stopped_before_its_first_epoch_still_gets_both_plots():
 
 def test_a_one_epoch_run_draws_its_loss_as_a_point():
     """One epoch is one point: drawn with a marker (a line of one point is invisible)."""
-    from tasks.plots import plot_loss
+    from tasks.evaluate.plots import plot_loss
 
     design = tutorial_design()
     sgd = train_sgd(design, TrainConfig(epochs=1, tol=0))

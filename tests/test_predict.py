@@ -22,8 +22,8 @@ import pyarrow.parquet as pq
 import pytest
 import statsmodels.api as sm
 
-import flows.predict
-from flows.predict import predict_command
+import flows.commands.predict
+from flows.commands.predict import predict_command
 from tasks.errors import UserInputError
 from tests.test_cli import cli_env, linreg  # noqa: F401 - cli_env is a fixture
 
@@ -210,7 +210,7 @@ def test_a_folder_of_parquet_files_is_predicted_in_file_name_order(versions, tmp
 
 def test_rows_keep_their_order_across_many_blocks(versions, tmp_path, monkeypatch):
     """Streamed 7 rows at a time, the output has the input's rows in order, each with its own prediction."""
-    monkeypatch.setattr(flows.predict, "BLOCK_ROWS", 7)
+    monkeypatch.setattr(flows.commands.predict, "BLOCK_ROWS", 7)
     fitted = versions["linear"]
     X0 = fitted.new_rows(100, seed=7)
     result = predict(fitted, write_rows(tmp_path / "new.csv", fitted, X0), tmp_path / "p.parquet")
@@ -250,7 +250,7 @@ def snapshot(folder: Path) -> dict[str, str]:
 
 def test_a_bad_value_in_a_later_block_leaves_the_old_output_untouched(versions, tmp_path, monkeypatch):
     """The error is found in the third block: nothing is written, the existing --out file is unchanged."""
-    monkeypatch.setattr(flows.predict, "BLOCK_ROWS", 5)
+    monkeypatch.setattr(flows.commands.predict, "BLOCK_ROWS", 5)
     fitted = versions["linear"]
     data = write_rows(tmp_path / "new.csv", fitted, fitted.new_rows(20, seed=10))
     lines = data.read_text().splitlines()
@@ -391,7 +391,7 @@ def test_the_console_script_exits_2_without_a_traceback(case, versions, workspac
 
 def test_input_names_that_clash_with_the_predictions_are_renamed_once_each():
     """prediction -> input_prediction; input_prediction taken too -> input_2_prediction; others kept."""
-    from tasks.predict import kept_names, output_columns
+    from tasks.exact.predict import kept_names, output_columns
 
     names, renamed = kept_names(("prediction", "x", "input_prediction", "extrapolated"), output_columns("exact"))
     assert names == ("input_2_prediction", "x", "input_prediction", "input_extrapolated")

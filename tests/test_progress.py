@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tasks import progress as progress_module
-from tasks.progress import TrainingProgress
+from tasks.training import progress as progress_module
+from tasks.training.progress import TrainingProgress
 
 LINE = re.compile(r"training: epoch (\d+)/(\d+) ")
 

@@ -15,8 +15,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tasks.config import TrainConfig
-from tasks.exact import fit_exact
-from tasks.sgd import train_sgd
+from tasks.exact.fit import fit_exact
+from tasks.training.train import train_sgd
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y, make_design, max_rel_error, tutorial_design
 
 pytestmark = pytest.mark.numeric  # run again under torch's other CPU kernels (make test)
@@ -71,7 +71,7 @@ def test_defaults_stop_once_the_newton_estimate_is_within_the_margin():
     """The default stop rule ends training as soon as the estimated distance to the optimum (the
     Newton step of the gradient) is under MARGIN * rtol, long before the epoch bound, and the
     estimate agrees with the real distance to the exact fit."""
-    from tasks.stop_rule import MARGIN
+    from tasks.training.stop_rule import MARGIN
 
     rng = np.random.default_rng(5)
     X = rng.uniform(-2, 6, size=(40, 2)) * [1.0, 100.0]
@@ -108,7 +108,7 @@ def test_tutorial_mode_lands_where_the_tutorial_does(tutorial_run, exact_tutoria
 def test_tutorial_mode_follows_the_tutorials_autograd_loop(tutorial_run):
     """The tutorial's loop (nn.Linear, MSELoss, torch.optim.SGD, autograd) from the same initial
     weights: the same 10000 losses and the same coefficients, to float32 rounding."""
-    from tasks.sgd import init_linear
+    from tasks.training.train import init_linear
 
     model = init_linear(1, True, torch.Generator().manual_seed(0), torch.float32)
     x = torch.tensor(TUTORIAL_X, dtype=torch.float32).unsqueeze(1)
@@ -170,7 +170,7 @@ def test_divergence_is_a_result_not_a_crash():
 
 
 # The training loop and what it calls per epoch or per check (torch's own internals are not ours).
-_TRAINING_MODULES = {"tasks.sgd", "tasks.stop_rule", "tasks.kernels.training_rows"}
+_TRAINING_MODULES = {"tasks.training.train", "tasks.training.stop_rule", "tasks.kernels.training_rows"}
 
 
 def _from_sgd_module() -> bool:
@@ -195,7 +195,7 @@ def _counting(monkeypatch, name: str, counts: dict[str, int]) -> None:
     ids=["sgd", "momentum", "adam", "mini-batch"],
 )
 def test_the_training_loop_never_calls_item_and_syncs_rarely(monkeypatch, options):
-    """The training loop (tasks/sgd.py, its stop rule and its rows) never calls Tensor.item, and its
+    """The training loop (tasks/training/train.py, its stop rule and its rows) never calls Tensor.item, and its
     host transfers (.cpu, .numpy, float, bool) are far fewer than the epochs: the per-epoch loop
     keeps the losses on the device."""
     epochs = 2000
@@ -303,11 +303,11 @@ class _Clock:
 def test_at_the_deadline_the_parameters_and_losses_are_those_of_the_epochs_done(monkeypatch):
     """Full batch, a clock read once at the start and once per epoch: timeout 5 stops after exactly
     5 epochs, with the parameters and loss history of a 5-epoch run without a limit."""
-    import tasks.sgd
+    import tasks.training.train
 
     cfg = dict(epochs=10**8, tol=0, device="cpu", lr=0.01, standardize=False)
     reference = train_sgd(tutorial_design(), TrainConfig(**cfg | dict(epochs=5, timeout=None)))
-    monkeypatch.setattr(tasks.sgd, "time", _Clock())
+    monkeypatch.setattr(tasks.training.train, "time", _Clock())
     result = train_sgd(tutorial_design(), TrainConfig(**cfg, timeout=5.0))
     assert (result.stop_reason, result.epochs) == ("timeout", 5)
     assert result.params.tolist() == reference.params.tolist()
@@ -318,11 +318,11 @@ def test_a_mini_batch_epoch_cut_short_keeps_its_steps_but_is_not_counted(monkeyp
     """10 rows in batches of 3: the clock is read before batches 2, 3, 4 and at the epoch's end (4 per
     epoch). timeout 6 expires before the third batch of epoch 2: 1 epoch counted, its loss as in a
     1-epoch run, and the two steps of epoch 2 already taken stay in the parameters."""
-    import tasks.sgd
+    import tasks.training.train
 
     cfg = dict(batch_size=3, epochs=10**8, tol=0, device="cpu", lr=0.01, standardize=False)
     one_epoch = train_sgd(tutorial_design(), TrainConfig(**cfg | dict(epochs=1, timeout=None)))
-    monkeypatch.setattr(tasks.sgd, "time", _Clock())
+    monkeypatch.setattr(tasks.training.train, "time", _Clock())
     result = train_sgd(tutorial_design(), TrainConfig(**cfg, timeout=6.0))
     assert (result.stop_reason, result.epochs) == ("timeout", 1)
     np.testing.assert_array_equal(result.losses, one_epoch.losses)
@@ -352,11 +352,11 @@ def _two_feature_design(block_rows: int = 65536):
 def test_a_streamed_full_batch_run_follows_the_held_one(monkeypatch, optimizer):
     """With no memory budget the design streams in blocks of 3 rows: the same losses, epoch by
     epoch, and the same parameters as the run on tensors held in memory, to float64 rounding."""
-    import tasks.sgd
+    import tasks.training.train
 
     cfg = TrainConfig(optimizer=optimizer, epochs=30, tol=0, device="cpu")
     held = train_sgd(_two_feature_design(), cfg)
-    monkeypatch.setattr(tasks.sgd, "MEMORY_BUDGET", 0)
+    monkeypatch.setattr(tasks.training.train, "MEMORY_BUDGET", 0)
     streamed = train_sgd(_two_feature_design(block_rows=3), cfg)
     np.testing.assert_allclose(streamed.losses, held.losses, rtol=ORDER_RTOL)
     np.testing.assert_allclose(streamed.params, held.params, rtol=ORDER_RTOL)
@@ -364,9 +364,9 @@ def test_a_streamed_full_batch_run_follows_the_held_one(monkeypatch, optimizer):
 
 def test_streamed_defaults_reach_the_exact_fit(monkeypatch):
     """Streamed in blocks of 3 rows, the default run stops on "tol" at the exact fit."""
-    import tasks.sgd
+    import tasks.training.train
 
-    monkeypatch.setattr(tasks.sgd, "MEMORY_BUDGET", 0)
+    monkeypatch.setattr(tasks.training.train, "MEMORY_BUDGET", 0)
     design = _two_feature_design(block_rows=3)
     for precondition in (False, True):
         result = train_sgd(design, TrainConfig(device="cpu", precondition=precondition))
@@ -382,7 +382,7 @@ def test_a_streamed_mini_batch_epoch_visits_every_row_once(rows, block_rows, bat
     from tasks.kernels.design import Design
     from tasks.kernels.tsqr import design_geometry
     from tasks.kernels.training_rows import StreamedRows
-    from tasks.training_setup import training_coordinates
+    from tasks.training.setup import training_coordinates
 
     X = np.arange(rows, dtype=float)[:, None]
     design = Design.from_arrays(X, 2 * X[:, 0] + 1, ("x",), block_rows=block_rows)
@@ -397,7 +397,7 @@ def test_a_streamed_mini_batch_epoch_visits_every_row_once(rows, block_rows, bat
 def test_in_memory_mini_batches_follow_torch_randperm():
     """Held in memory, a mini-batch epoch takes the rows in torch.randperm(n) order from the run's
     generator (after the initial weights), batch by batch: as a plain loop over the same order does."""
-    from tasks.sgd import init_linear
+    from tasks.training.train import init_linear
 
     cfg = TrainConfig(batch_size=4, epochs=5, tol=0, lr=0.01, standardize=False, device="cpu", dtype="float64")
     result = train_sgd(tutorial_design(), cfg)
@@ -427,7 +427,7 @@ def _rows(coords):
 def test_scaling_from_the_statistics_is_numpys_population_std(intercept):
     """x_scale and y_scale: numpy's population std with an intercept, root mean square without."""
     from tasks.kernels.tsqr import design_geometry
-    from tasks.training_setup import Scaling
+    from tasks.training.setup import Scaling
 
     design = _two_feature_design()
     g = design_geometry(design)
@@ -448,7 +448,7 @@ def test_the_curvature_from_r_is_that_of_the_explicit_training_rows(precondition
     """L and mu from the p x p geometry equal the extreme eigenvalues of 2/n A^T A of the explicit
     rows; with precondition A^T A / n is I and the bias column is 1; the row bound holds."""
     from tasks.kernels.tsqr import design_geometry
-    from tasks.training_setup import training_coordinates
+    from tasks.training.setup import training_coordinates
 
     rng = np.random.default_rng(1)
     x = rng.uniform(2, 9, size=(50, 1 if degree > 1 else 2))
@@ -469,8 +469,8 @@ def test_weights_map_back_exactly_and_the_newton_step_lands_on_the_optimum(preco
     and on x in [1e6, 1e6 + 10] beta(theta) minus the Newton step K g(theta), g the explicit
     gradient, is the exact fit."""
     from tasks.kernels.tsqr import design_geometry
-    from tasks.stop_rule import newton_map
-    from tasks.training_setup import training_coordinates
+    from tasks.training.stop_rule import newton_map
+    from tasks.training.setup import training_coordinates
 
     rng = np.random.default_rng(2)
     for design, check in ((make_design(rng.uniform(2, 9, 40), rng.normal(size=40), degree=3), "map"),
@@ -511,7 +511,7 @@ def test_the_passes_over_the_rows_are_those_of_the_explicit_rows(rows):
 
     from tasks.kernels.training_rows import HeldRows, StreamedRows
     from tasks.kernels.tsqr import design_geometry
-    from tasks.training_setup import training_coordinates
+    from tasks.training.setup import training_coordinates
 
     design = _two_feature_design(block_rows=3)
     coords = training_coordinates(design, design_geometry(design), True, False)
@@ -554,9 +554,9 @@ def test_streamed_full_batch_training_over_3_pickled_parts_equals_one_part(monke
     """Streamed in blocks of 3 rows, every full-batch epoch a sum over 3 parts that travel through
     cloudpickle: the losses, epoch by epoch, and the parameters of the one-part run, to float64
     rounding; every pass (30 epochs, L-BFGS's line search too) went through the mapper."""
-    import tasks.sgd
+    import tasks.training.train
 
-    monkeypatch.setattr(tasks.sgd, "MEMORY_BUDGET", 0)
+    monkeypatch.setattr(tasks.training.train, "MEMORY_BUDGET", 0)
     design, cfg = _two_feature_design(block_rows=3), TrainConfig(optimizer=optimizer, epochs=30, tol=0, device="cpu")
     one, mapper = train_sgd(design, cfg), _PicklingMap()
     three = train_sgd(design, cfg, mapper=mapper, parts=3)
@@ -569,7 +569,7 @@ def test_a_streamed_parquet_design_trains_over_parts_of_row_groups(monkeypatch, 
     """A Parquet file of 8 row groups, streamed in blocks of 3 rows over 3 pickled parts (the path
     travels, each part reads its own row groups): the default run stops on "tol" at the exact fit,
     as the run on rows held in memory does, in the same number of epochs."""
-    import tasks.sgd
+    import tasks.training.train
     from tasks.kernels.design import Design
     from tasks.kernels.table import ParquetTable
 
@@ -579,7 +579,7 @@ def test_a_streamed_parquet_design_trains_over_parts_of_row_groups(monkeypatch, 
     table = ParquetTable(str(tmp_path / "rows.parquet"), ("y", "x1", "x2"), held.n, held.stats, block_rows=3)
     design = Design(table, ("x1", "x2"), "y")
     reference = train_sgd(held, TrainConfig(device="cpu"))
-    monkeypatch.setattr(tasks.sgd, "MEMORY_BUDGET", 0)
+    monkeypatch.setattr(tasks.training.train, "MEMORY_BUDGET", 0)
     mapper = _PicklingMap()
     streamed = train_sgd(design, TrainConfig(device="cpu"), mapper=mapper, parts=3)
     assert mapper.passes and set(mapper.passes) == {3}
@@ -591,13 +591,13 @@ def test_held_rows_and_mini_batch_steps_stay_out_of_the_mapper(monkeypatch):
     """Rows held in memory never go through the mapper; streamed mini-batches take their steps here,
     and only the passes of the 10 checks (after epochs 1, 2, 4, ..., 256, 300: the loss and gradient,
     and at most once beside it the rounding bound) map over parts."""
-    import tasks.sgd
+    import tasks.training.train
 
     design, mapper = _two_feature_design(block_rows=3), _PicklingMap()
     train_sgd(design, TrainConfig(device="cpu", epochs=300), mapper=mapper, parts=3)
     train_sgd(design, TrainConfig(device="cpu", epochs=300, batch_size=4, tol=0), mapper=mapper, parts=3)
     assert mapper.passes == []
-    monkeypatch.setattr(tasks.sgd, "MEMORY_BUDGET", 0)
+    monkeypatch.setattr(tasks.training.train, "MEMORY_BUDGET", 0)
     result = train_sgd(design, TrainConfig(device="cpu", epochs=300, batch_size=4), mapper=mapper, parts=3)
     assert result.epochs == 300
     assert 10 <= len(mapper.passes) <= 20 and set(mapper.passes) == {3}

@@ -25,7 +25,7 @@ import torch
 
 from tasks.errors import UserInputError
 from tasks.kernels.design import ScaledBasis
-from tasks.sgd_model import FORMAT, linear_from, load_sgd_model
+from tasks.training.model_file import FORMAT, linear_from, load_sgd_model
 
 # What a pickle of tensors may name: torch's tensor rebuild, its storages and the OrderedDict of a
 # tensor's metadata. Any other GLOBAL would be an object unpickled on load.

@@ -16,12 +16,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import tasks.ingest
-import tasks.store
+import tasks.ingest.prepare
+import tasks.ingest.store
 from tasks.config import ModelSpec
 from tasks.errors import UserInputError
-from tasks.ingest import prepare_data
-from tasks.store import PROVENANCE, ContentHash, StagedParquet
+from tasks.ingest.prepare import prepare_data
+from tasks.ingest.store import PROVENANCE, ContentHash, StagedParquet
 from tasks.tempfiles import temp_name
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y
 
@@ -144,7 +144,7 @@ def test_an_input_that_is_the_stored_file_is_hashed_but_not_copied(tmp_path, mon
     def no_copy(*args: object) -> None:
         raise AssertionError("the stored file was written again")
 
-    monkeypatch.setattr(tasks.ingest, "StagedParquet", no_copy)
+    monkeypatch.setattr(tasks.ingest.prepare, "StagedParquet", no_copy)
     folder = Path(first.path).parent
     before = {p.name: p.stat().st_mtime_ns for p in [folder, *folder.iterdir()]}
     again = prepare_data(ModelSpec(), Path(first.path), tmp_path / "data", block_rows=3)
@@ -194,7 +194,7 @@ def test_a_writer_that_loses_the_race_keeps_the_winners_file(tmp_path, monkeypat
         assert point == "stored-temp"
         pq.write_table(pa.table({"y": TUTORIAL_Y, "x": TUTORIAL_X}), target)
 
-    monkeypatch.setattr(tasks.store, "crash_point", other_writer_finishes)
+    monkeypatch.setattr(tasks.ingest.store, "crash_point", other_writer_finishes)
     stored = prepare_data(ModelSpec(), _tutorial_csv(tmp_path), tmp_path / "data")
     assert Path(stored.path) == target.resolve()
     assert PROVENANCE not in (pq.read_metadata(target).metadata or {}), "the winner's file, not ours"

@@ -19,11 +19,11 @@ import pandas as pd
 import pytest
 
 from tasks.config import TrainConfig
-from tasks.exact import fit_exact
+from tasks.exact.fit import fit_exact
 from tasks.kernels.tsqr import design_geometry
-from tasks.sgd import train_sgd
-from tasks.stop_rule import NEAR
-from tasks.training_setup import training_coordinates
+from tasks.training.train import train_sgd
+from tasks.training.stop_rule import NEAR
+from tasks.training.setup import training_coordinates
 from tests.helpers import make_design, max_rel_error
 
 pytestmark = pytest.mark.numeric  # run again under torch's other CPU kernels (make test)
@@ -208,7 +208,7 @@ def test_a_flat_loss_far_above_the_rounding_floor_is_no_stop():
     """The rule itself: with a flat loss and no new best estimate in the second half of the run, it
     stops only where rounding can account for the estimate (or within NEAR of rtol); an optimizer
     stalled farther out (Adam's fixed steps) runs on."""
-    from tasks.stop_rule import PATIENCE, StopRule
+    from tasks.training.stop_rule import PATIENCE, StopRule
 
     design, geometry, _ = case("Wampler2")
     coords = training_coordinates(design, geometry, True, False)

@@ -8,7 +8,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tasks.versions import ARTIFACTS_ENV, list_versions, read_version
+from tasks.publish.reader import ARTIFACTS_ENV, list_versions, read_version
 from tasks.errors import UserInputError
 
 

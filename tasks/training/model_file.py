@@ -23,7 +23,7 @@ from tasks.errors import UserInputError
 
 if TYPE_CHECKING:  # annotations only: `linreg predict` loads models without Prefect or the trainer
     from tasks.kernels.design import Design
-    from tasks.sgd import SGDResult
+    from tasks.training.train import SGDResult
 
 FORMAT = "linreg-flow/sgd-model/1"
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 if TYPE_CHECKING:  # only for annotations: the summary's readers (linreg show) need no torch
-    from tasks.compare import Comparison
+    from tasks.evaluate.compare import Comparison
 from tasks.wording import counted
 
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}

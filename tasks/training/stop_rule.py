@@ -17,7 +17,7 @@ import torch
 
 from tasks.kernels import rational as rq
 from tasks.kernels.training_rows import TrainingRows
-from tasks.training_setup import Coordinates
+from tasks.training.setup import Coordinates
 
 # Stop once the estimated distance to the optimum is this fraction of the verdict's tolerance: four
 # digits to spare cost a linearly converging optimizer log(1e4) / its rate, a superlinear one a

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.errors import UserInputError
-from tasks.summary import formula, parameter_names, parameter_values, r_squared_label
-from tasks.versions import ARTIFACTS_ENV, LATEST, list_versions, read_version
+from tasks.publish.markdown import formula, parameter_names, parameter_values, r_squared_label
+from tasks.publish.reader import ARTIFACTS_ENV, LATEST, list_versions, read_version
 from tasks.wording import counted
 
 

@@ -15,9 +15,9 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.errors import retry_unless_user_error
 from tasks.faults import crash_point
-from tasks.summary import drift, same_model, summary_markdown, table_rows
+from tasks.publish.markdown import drift, same_model, summary_markdown, table_rows
 from tasks.tempfiles import exclusive_lock, remove_stale, temp_name
-from tasks.versions import LATEST, list_versions, nulled, read_version
+from tasks.publish.reader import LATEST, list_versions, nulled, read_version
 
 SUMMARY_KEY = "linreg-summary"
 TABLE_KEY = "linreg-coefficients"

@@ -23,7 +23,7 @@ from scipy import linalg, stats
 
 from tasks.errors import UserInputError
 from tasks.kernels.design import ScaledBasis, term_values
-from tasks.sgd_model import linear_from
+from tasks.training.model_file import linear_from
 
 MODELS = ("exact", "sgd")
 INTERVAL_COLUMNS = ("prediction", "std_error", "ci_lower", "ci_upper", "pi_lower", "pi_upper", "sgd_prediction")

@@ -13,14 +13,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from tasks.compare import Comparison
-from tasks.exact import ExactFit
-from tasks.inference import infer
+from tasks.evaluate.compare import Comparison
+from tasks.exact.fit import ExactFit
+from tasks.exact.inference import infer
 from tasks.kernels import rational as rq
 from tasks.kernels.design import Design
 from tasks.kernels.tsqr import Geometry
-from tasks.sgd import SGDResult
-from tasks.versions import nulled
+from tasks.training.train import SGDResult
+from tasks.publish.reader import nulled
 
 PACKAGES = ("linreg-flow", "prefect", "torch", "numpy", "pandas", "pyarrow", "matplotlib", "pydantic", "scipy", "threadpoolctl")
 

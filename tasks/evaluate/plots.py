@@ -20,10 +20,10 @@ from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 from prefect import task
 
-from tasks.exact import ExactFit
+from tasks.exact.fit import ExactFit
 from tasks.kernels.design import Design
 from tasks.kernels.passes import Mapper, local_map
-from tasks.sgd import SGDResult
+from tasks.training.train import SGDResult
 from tasks.wording import counted
 
 POINTS_MAX = 5000  # rows drawn one by one (a teacher's scatter); above: the density of every row

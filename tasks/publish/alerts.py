@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 from prefect import get_run_logger, task
 
-from tasks.compare import Comparison
-from tasks.summary import formula
-from tasks.versions import jsonable
+from tasks.evaluate.compare import Comparison
+from tasks.publish.markdown import formula
+from tasks.publish.reader import jsonable
 from tasks.wording import counted
 
 DRIFT_EVENT = "linreg.drift.exceeded"

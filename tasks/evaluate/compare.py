@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 from prefect import task
 
-from tasks.exact import ExactFit
+from tasks.exact.fit import ExactFit
 from tasks.kernels.design import Design
 from tasks.kernels.passes import Mapper, local_map
 from tasks.kernels.refine import residual_sum_squares
-from tasks.sgd import SGDResult
+from tasks.training.train import SGDResult
 from tasks.wording import counted
 
 

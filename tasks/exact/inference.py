@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import special
 
-from tasks.exact import ExactFit
+from tasks.exact.fit import ExactFit
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Prepare the data: load -> validate -> store in ONE streamed pass over the input.
 
-Each block of rows is read (tasks/load.py), checked and coerced to float64, folded into the column
-statistics (tasks/validate.py), hashed and appended to the stored Parquet (tasks/store.py); memory
+Each block of rows is read (tasks/ingest/load.py), checked and coerced to float64, folded into the column
+statistics (tasks/ingest/validate.py), hashed and appended to the stored Parquet (tasks/ingest/store.py); memory
 stays bounded by a block. The checks that need the whole table then run on the statistics and on one
 pass over the written file (the design's geometry, which the exact fit and training reuse), before
 the stored file gets its name. Bad input: UserInputError, and nothing new under the data folder.
@@ -25,9 +25,9 @@ from tasks.errors import retry_unless_user_error
 from tasks.kernels.design import Design, scaled_basis
 from tasks.kernels.table import BLOCK_ROWS, ColumnStats, ParquetTable
 from tasks.kernels.tsqr import Geometry
-from tasks.load import Input, open_input
-from tasks.store import ContentHash, StagedParquet, stored_copy, stored_file
-from tasks.validate import (DistinctValues, MissingCells, check_block, check_design, check_magnitudes, find_first,
+from tasks.ingest.load import Input, open_input
+from tasks.ingest.store import ContentHash, StagedParquet, stored_copy, stored_file
+from tasks.ingest.validate import (DistinctValues, MissingCells, check_block, check_design, check_magnitudes, find_first,
                             select_columns)
 
 STAGES = ("load", "validate", "store")
