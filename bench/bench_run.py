@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.bench_exact_scale import CHILD_TIMEOUT_S
-from bench.common import (CACHE, ROOT, Measured, bench_env, dataset, markdown_table, measure, mib, python,
-                          ratio, rows_name, secs)
+from bench.common import (CACHE, ROOT, Measured, bench_env, dataset, markdown_table, measure, mib, python, ratio,
+                          rows_name, secs)
 from tests.prefect_server import prefect_server
 
 SIZES = [(10**6, 8), (10**7, 16)]

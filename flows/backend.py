@@ -31,8 +31,7 @@ import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
-from flows.resident import (IDENTITY_PATH, LEASE_NAME, LOG_NAME, SERVER_ENV, STATE_NAME, read_json,
-                            registry)
+from flows.resident import IDENTITY_PATH, LEASE_NAME, LOG_NAME, SERVER_ENV, STATE_NAME, read_json, registry
 from tasks.errors import UserInputError
 from tasks.tempfiles import exclusive_lock
 

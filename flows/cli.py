@@ -199,7 +199,8 @@ def show(
     artifacts_dir: ArtifactsDir = Path("artifacts"),
 ) -> None:
     """Print a plain-text summary of one version (default: latest)."""
-    from flows.commands.show import resolve_version, summary_text
+    from flows.commands.show import summary_text
+    from tasks.publish.reader import resolve_version
 
     print(summary_text(resolve_version(artifacts_dir, version)))
 

@@ -8,24 +8,23 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
 
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
 from prefect.states import Failed
 
-from tasks.publish.alerts import emit_alerts, find_alerts
-from tasks.publish.writer import publish_summary, write_artifacts
-from tasks.evaluate.compare import compare_fits_task
 from tasks.config import RunConfig
 from tasks.errors import AlertRaised
+from tasks.evaluate.compare import compare_fits_task
+from tasks.evaluate.plots import make_plots_task
 from tasks.exact.fit import fit_exact_task
 from tasks.faults import crash_point
 from tasks.ingest.prepare import Prepared, prepare_data_task
 from tasks.kernels.passes import local_map
-from tasks.evaluate.plots import make_plots
-from tasks.publish.documents import coefficients_doc, comparison_doc, design_doc, loss_history_parquet, manifest_doc
-from tasks.training.train import train_sgd_task
-from tasks.training.model_file import sgd_model_bytes
+from tasks.publish.alerts import emit_alerts_task, find_alerts
+from tasks.publish.documents import build_documents_task, manifest_doc
 from tasks.publish.reader import jsonable
+from tasks.publish.writer import publish_summary_task, write_artifacts_task
+from tasks.training.train import train_sgd_task
 from tasks.wording import counted
 
 
@@ -45,19 +44,6 @@ def _pass_mapper():
     from flows.dask import parts_for, task_map
 
     return task_map, parts_for(runner)
-
-
-@task(name="build-documents")
-def build_documents(design, geometry, exact, sgd, comparison, alpha: float) -> dict:
-    """coefficients.json (its drift is added as it is written), comparison.json, loss_history.parquet,
-    design.json and sgd_model.pt."""
-    return {
-        "coefficients.json": coefficients_doc(design, exact, sgd, comparison, alpha),
-        "comparison.json": comparison_doc(comparison),
-        "loss_history.parquet": loss_history_parquet(sgd),
-        "design.json": design_doc(design, geometry, exact),
-        "sgd_model.pt": sgd_model_bytes(design, sgd),
-    }
 
 
 @flow(name="linreg-regression", description="Exact least squares against torch gradient descent.")
@@ -90,8 +76,8 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
     with _timed(timings, "compare"):
         comparison = compare_fits_task(design, exact, sgd, config.converged_rtol, mapper, parts)
     with _timed(timings, "plots"):
-        images = make_plots(design, exact, sgd, mapper, parts)
-    documents = build_documents(design, data.geometry, exact, sgd, comparison, config.alpha)
+        images = make_plots_task(design, exact, sgd, mapper, parts)
+    documents = build_documents_task(design, data.geometry, exact, sgd, comparison, config.alpha)
     manifest = manifest_doc(
         parameters=jsonable(config.model_dump(mode="json")),
         data={"source": data.source, "sha256": data.sha256, "rows": data.rows, "parquet": data.path},
@@ -99,13 +85,13 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
         device=sgd.device,
     )
     # Drift is measured while the version is named, against the newest version at that moment.
-    version = write_artifacts(str(config.artifacts_dir), data.sha256, documents | images, manifest)
+    version = write_artifacts_task(str(config.artifacts_dir), data.sha256, documents | images, manifest)
     crash_point("published")
     alerts = find_alerts(version.coefficients, comparison, config.max_drift, Path(version.path).name)
     if alerts:
-        emit_alerts(alerts, version.path)
+        emit_alerts_task(alerts, version.path)
     messages = tuple(a.message for a in alerts)
-    publish_summary(version.coefficients, comparison, version.path, images, messages)
+    publish_summary_task(version.coefficients, comparison, version.path, images, messages)
     if alerts and config.fail_on_drift:
         # A Failed state, not a raise: the run fails with this message and no traceback in its logs.
         message = "; ".join(messages)

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.publish.alerts import DRIFT_EVENT, NOT_CONVERGED_EVENT, find_alerts
 from tasks.evaluate.compare import Comparison
+from tasks.publish.alerts import DRIFT_EVENT, NOT_CONVERGED_EVENT, find_alerts
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y, seed_workspace
 from tests.prefect_server import BIN, api_client, cli_env, prefect_server
 from tests.test_cli import linreg

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-from fnmatch import fnmatch
 import os
 import random
 import shutil
@@ -20,14 +19,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from fnmatch import fnmatch
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 
-from tasks.publish.writer import LATEST_TEMP, VERSION_TEMP, dumps, list_versions, previous_version, read_version
-from tasks.publish.writer import version_name, write_version
 from tasks.faults import CRASH_AT
+from tasks.publish.writer import (LATEST_TEMP, VERSION_TEMP, dumps, list_versions, previous_version, read_version,
+                                  version_name, write_version)
 from tasks.tempfiles import remove_stale, temp_name
 from tests.prefect_server import BIN, cli_env
 from tests.test_flow import assert_complete_version

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from flows.commands.diff import compare_versions, diff_report, diff_text
-from tasks.publish.reader import VersionDocs
 from tasks.errors import UserInputError
+from tasks.publish.reader import VersionDocs
 from tests.test_cli import cli_env, linreg  # noqa: F401 - cli_env is a fixture
 
 OTHER_CSV = "x,y\n1,3.1\n2,4.9\n3,7.2\n4,8.8\n5,11.1\n6,13.2\n"

@@ -11,18 +11,9 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from tasks.kernels.design import Design
 from tasks.exact.fit import fit_exact
-from tests.helpers import (
-    TUTORIAL_B0,
-    TUTORIAL_B1,
-    TUTORIAL_X,
-    TUTORIAL_Y,
-    make_design,
-    max_rel_error,
-    tutorial_design,
-)
-
+from tasks.kernels.design import Design
+from tests.helpers import TUTORIAL_B0, TUTORIAL_B1, TUTORIAL_X, TUTORIAL_Y, make_design, max_rel_error, tutorial_design
 
 # --- (a) the tutorial -------------------------------------------------------------------------
 

@@ -19,8 +19,8 @@ from tasks.config import TrainConfig
 from tasks.evaluate.compare import compare_fits
 from tasks.exact.fit import fit_exact
 from tasks.publish.documents import coefficients_doc
-from tasks.training.train import train_sgd
 from tasks.publish.reader import jsonable
+from tasks.training.train import train_sgd
 from tests.helpers import make_design
 
 NIST = Path(__file__).resolve().parent / "data" / "nist"

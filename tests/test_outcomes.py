@@ -13,14 +13,14 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tasks.publish.writer import dumps, write_version
+from flows.commands.show import summary_text
 from tasks.evaluate.compare import compare_fits
 from tasks.exact.fit import fit_exact
 from tasks.publish.documents import coefficients_doc, comparison_doc
-from tasks.training.train import SGDResult
 from tasks.publish.markdown import summary_markdown, table_rows
 from tasks.publish.reader import nulled
-from flows.commands.show import summary_text
+from tasks.publish.writer import dumps, write_version
+from tasks.training.train import SGDResult
 from tests.helpers import TUTORIAL_X, make_design, strict_loads, tutorial_design
 
 pytestmark = pytest.mark.numeric  # run again under torch's other CPU kernels (make test)

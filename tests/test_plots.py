@@ -14,9 +14,9 @@ import pytest
 from matplotlib.image import AxesImage, imread
 
 from tasks.config import TrainConfig
+from tasks.evaluate.plots import (BINS, LOSS_POINTS, POINTS_MAX, FitView, ViewSpec, fit_view, make_plots_task, plot_fit,
+                                  plot_loss, png_bytes, view_part, view_spec)
 from tasks.exact.fit import fit_exact
-from tasks.evaluate.plots import (BINS, LOSS_POINTS, POINTS_MAX, FitView, ViewSpec, fit_view, make_plots, plot_fit, plot_loss,
-                         png_bytes, view_part, view_spec)
 from tasks.kernels.table import ParquetTable, stats_of
 from tasks.training.train import train_sgd
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y, make_design, tutorial_design
@@ -188,7 +188,7 @@ def test_a_run_stopped_before_its_first_epoch_still_gets_both_plots():
     exact = fit_exact(design)
     sgd = dataclasses.replace(train_sgd(design, TrainConfig(epochs=2)), losses=np.empty(0), epochs=0,
                               stop_reason="timeout")
-    pngs = make_plots.fn(design, exact, sgd)
+    pngs = make_plots_task.fn(design, exact, sgd)
     assert sorted(pngs) == ["fit.png", "loss.png"]
     for png in pngs.values():
         _png(png)
@@ -218,7 +218,7 @@ def test_column_names_with_matplotlib_math_syntax_are_drawn_literally():
     """A name like 'a $x^$ b' is user data: it must not be parsed as mathtext (which raises)."""
     design = make_design(TUTORIAL_X, TUTORIAL_Y, names=("a $x^$ b",), target="$\\frac{y")
     exact, sgd = _fits(design)
-    _png(make_plots.fn(design, exact, sgd)["fit.png"])
+    _png(make_plots_task.fn(design, exact, sgd)["fit.png"])
 
 
 def test_merging_views_adds_counts_and_keeps_row_order():

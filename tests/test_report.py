@@ -8,12 +8,12 @@ import math
 import numpy as np
 import pytest
 
-from tasks.evaluate.compare import compare_fits
 from tasks.config import TrainConfig
+from tasks.evaluate.compare import compare_fits
 from tasks.exact.fit import fit_exact
 from tasks.publish.documents import coefficients_doc, comparison_doc
-from tasks.training.train import train_sgd
 from tasks.publish.reader import jsonable
+from tasks.training.train import train_sgd
 from tests.helpers import tutorial_design
 
 

@@ -380,8 +380,8 @@ def test_a_streamed_mini_batch_epoch_visits_every_row_once(rows, block_rows, bat
     """Shuffled blocks, shuffled rows within each: the batches of one epoch are a permutation of all
     rows, every batch full but the last, and another seed gives another order."""
     from tasks.kernels.design import Design
-    from tasks.kernels.tsqr import design_geometry
     from tasks.kernels.training_rows import StreamedRows
+    from tasks.kernels.tsqr import design_geometry
     from tasks.training.setup import training_coordinates
 
     X = np.arange(rows, dtype=float)[:, None]
@@ -469,8 +469,8 @@ def test_weights_map_back_exactly_and_the_newton_step_lands_on_the_optimum(preco
     and on x in [1e6, 1e6 + 10] beta(theta) minus the Newton step K g(theta), g the explicit
     gradient, is the exact fit."""
     from tasks.kernels.tsqr import design_geometry
-    from tasks.training.stop_rule import newton_map
     from tasks.training.setup import training_coordinates
+    from tasks.training.stop_rule import newton_map
 
     rng = np.random.default_rng(2)
     for design, check in ((make_design(rng.uniform(2, 9, 40), rng.normal(size=40), degree=3), "map"),

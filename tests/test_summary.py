@@ -10,8 +10,8 @@ from urllib.parse import unquote
 import pytest
 from markdown_it import MarkdownIt
 
-from tasks.publish.markdown import (data_uri, drift, escape_markdown, file_link, parameters, same_model, summary_markdown,
-                           table_rows)
+from tasks.publish.coefficients import drift, parameters, same_model
+from tasks.publish.markdown import data_uri, escape_markdown, file_link, summary_markdown, table_rows
 
 # Names a user may give columns, files and folders, each aimed at a piece of markdown or HTML.
 HOSTILE = [
@@ -80,7 +80,7 @@ def test_summary_shows_table_verdict_statistics_drift_images_and_files():
 def test_the_uncentered_r_squared_says_so_wherever_it_is_shown(tmp_path):
     """Without an intercept R² is the uncentered one (0.989 where the centered one is 0.888): the UI
     summary and `linreg show` label it "R² (uncentered)"; with one, plain "R²"."""
-    from tasks.publish.markdown import r_squared_label
+    from tasks.publish.coefficients import r_squared_label
 
     through_origin = _doc(1.0, 2.0) | {"intercept": False}
     text = summary_markdown(through_origin, _Comparison(), "/tmp/v1", drift(None, None, through_origin), {}, [])

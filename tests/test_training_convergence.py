@@ -21,9 +21,9 @@ import pytest
 from tasks.config import TrainConfig
 from tasks.exact.fit import fit_exact
 from tasks.kernels.tsqr import design_geometry
-from tasks.training.train import train_sgd
-from tasks.training.stop_rule import NEAR
 from tasks.training.setup import training_coordinates
+from tasks.training.stop_rule import NEAR
+from tasks.training.train import train_sgd
 from tests.helpers import make_design, max_rel_error
 
 pytestmark = pytest.mark.numeric  # run again under torch's other CPU kernels (make test)

@@ -19,10 +19,10 @@ import pytest
 from tasks.config import ModelSpec
 from tasks.errors import UserInputError
 from tasks.exact.fit import fit_exact
-from tasks.ingest.prepare import Prepared, prepare_data
-from tasks.kernels.table import BLOCK_ROWS
 from tasks.ingest.load import open_input
+from tasks.ingest.prepare import Prepared, prepare_data
 from tasks.ingest.validate import magnitude_limit
+from tasks.kernels.table import BLOCK_ROWS
 from tests.helpers import TUTORIAL_B0, TUTORIAL_B1, TUTORIAL_X, TUTORIAL_Y, max_rel_error
 from tests.prefect_server import BIN, cli_env
 

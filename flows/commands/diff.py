@@ -26,10 +26,9 @@ import json
 import math
 from pathlib import Path
 
-from flows.commands.show import resolve_version
 from tasks.errors import UserInputError
-from tasks.publish.markdown import MODEL_KEYS, formula, parameter_names, parameter_values, r_squared_label
-from tasks.publish.reader import VersionDocs, jsonable, read_version
+from tasks.publish.coefficients import MODEL_KEYS, formula, parameter_names, parameter_values, r_squared_label
+from tasks.publish.reader import VersionDocs, jsonable, read_version, resolve_version
 from tasks.wording import counted
 
 NONE = "—"

@@ -8,8 +8,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from tasks.publish.reader import ARTIFACTS_ENV, list_versions, read_version
 from tasks.errors import UserInputError
+from tasks.publish.coefficients import formula, parameter_values
+from tasks.publish.reader import ARTIFACTS_ENV, list_versions, read_version
 
 
 def _num(value: object) -> str:
@@ -45,14 +46,11 @@ def print_versions(artifacts_dir: Path) -> None:
             continue
         coef, comp, manifest = docs.coefficients, docs.comparison, docs.manifest
         exact, sgd = coef.get("exact", {}), coef.get("sgd", {})
-        intercept = coef.get("intercept", False)
-        model = f"{coef.get('target', '?')} ~ {' + '.join((['1'] if intercept else []) + coef.get('terms', []))}"
 
         def params(block: dict) -> str:
-            values = ([block.get("intercept")] if intercept else []) + list(block.get("coefficients", []))
-            return ", ".join(_num(v) for v in values)
+            return ", ".join(_num(v) for v in parameter_values(coef, block))
 
-        table.add_row(path.name, _num(manifest.get("data", {}).get("rows")), model, params(exact),
+        table.add_row(path.name, _num(manifest.get("data", {}).get("rows")), formula(coef), params(exact),
                       params(sgd), _num(comp.get("max_rel_diff")), _num(sgd.get("epochs")),
                       {True: "yes", False: "no"}.get(comp.get("converged"), "?"), _drift(coef.get("drift")))
     Console(width=200 if not Console().is_terminal else None).print(table)

@@ -15,16 +15,15 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from flows.commands.show import resolve_version
-from tasks.publish.reader import hash_problem, read_version
 from tasks.errors import UserInputError
-from tasks.kernels.table import BLOCK_ROWS
+from tasks.exact.predict import (MODELS, StoredModel, check_columns, critical_t, kept_names, output_columns,
+                                 predict_block, stored_model)
 from tasks.ingest.load import RawBlock, open_input
-from tasks.exact.predict import (MODELS, StoredModel, check_columns, critical_t, kept_names, output_columns, predict_block,
-                           stored_model)
-from tasks.training.model_file import load_sgd_model
-from tasks.tempfiles import remove_stale, temp_name
 from tasks.ingest.validate import check_block
+from tasks.kernels.table import BLOCK_ROWS
+from tasks.publish.reader import hash_problem, read_version, resolve_version
+from tasks.tempfiles import remove_stale, temp_name
+from tasks.training.model_file import load_sgd_model
 from tasks.wording import counted
 
 DESIGN, SGD_MODEL = "design.json", "sgd_model.pt"

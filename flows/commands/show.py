@@ -5,29 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.errors import UserInputError
-from tasks.publish.markdown import formula, parameter_names, parameter_values, r_squared_label
-from tasks.publish.reader import ARTIFACTS_ENV, LATEST, list_versions, read_version
+from tasks.publish.coefficients import formula, parameter_names, parameter_values, r_squared_label
+from tasks.publish.reader import read_version
 from tasks.wording import counted
-
-
-def resolve_version(artifacts_dir: Path, version: str) -> Path:
-    """A version folder from its name, a unique prefix of one, a path to it, or `latest`;
-    UserInputError when absent or ambiguous."""
-    candidates = [Path(version), artifacts_dir / version]
-    for path in candidates:
-        if path.is_dir() and (path / "manifest.json").exists():
-            return path.resolve()
-    if version == LATEST:
-        raise UserInputError(f"option --artifacts-dir: {artifacts_dir.resolve()} holds no version yet "
-                             f"(--artifacts-dir, or {ARTIFACTS_ENV}, names another folder)")
-    matches = [p for p in list_versions(artifacts_dir) if p.name.startswith(version)] if version else []
-    if len(matches) == 1:
-        return matches[0].resolve()
-    if matches:
-        names = ", ".join(p.name for p in matches[:4]) + (", ..." if len(matches) > 4 else "")
-        raise UserInputError(f"version {version!r}: {len(matches)} versions start with it ({names}); "
-                             "give more of the name")
-    raise UserInputError(f"version {version!r}: no such version folder (looked in {artifacts_dir.resolve()})")
 
 
 def _num(value: object, spec: str = ".6g") -> str:

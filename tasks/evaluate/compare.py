@@ -15,7 +15,6 @@ from tasks.kernels.refine import residual_sum_squares
 from tasks.training.train import SGDResult
 from tasks.wording import counted
 
-
 RATE_POINTS = 1000  # epochs the convergence rate is fitted to
 
 

@@ -241,7 +241,7 @@ def png_bytes(fig: Figure) -> bytes:
 
 
 @task(name="make-plots")
-def make_plots(design: Design, exact: ExactFit, sgd: SGDResult, mapper: Mapper = local_map,
+def make_plots_task(design: Design, exact: ExactFit, sgd: SGDResult, mapper: Mapper = local_map,
                parts: int = 1) -> dict[str, bytes]:
     """Draw fit.png (one pass over the data) and loss.png, each rendered once to PNG bytes."""
     view = fit_view(design, exact.params, sgd.params, mapper, parts)

@@ -15,8 +15,8 @@ from prefect import get_run_logger, task
 from tasks.kernels import rational as rq
 from tasks.kernels.design import Design, ScaledBasis
 from tasks.kernels.passes import Mapper, local_map
-from tasks.kernels.tsqr import Geometry, design_geometry
 from tasks.kernels.refine import refine
+from tasks.kernels.tsqr import Geometry, design_geometry
 
 # Above this condition number of the scaled design, coefficients are very sensitive to the data.
 ILL_CONDITIONED = 1e8

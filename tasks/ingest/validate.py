@@ -14,10 +14,10 @@ import pyarrow as pa
 
 from tasks.config import ModelSpec
 from tasks.errors import UserInputError
+from tasks.ingest.load import Column, Input, RawBlock
 from tasks.kernels.design import Design
 from tasks.kernels.table import ColumnStats, ParquetTable
 from tasks.kernels.tsqr import Geometry, design_geometry
-from tasks.ingest.load import Column, Input, RawBlock
 from tasks.wording import counted
 
 # where(row) -> (file, "row 3 (line 4)"): the file that holds a row (0-based over the input), and the row in it.

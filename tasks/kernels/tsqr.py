@@ -20,7 +20,6 @@ from tasks.kernels.design import Design, ScaledBasis, scaled_basis
 from tasks.kernels.passes import Mapper, local_map
 from tasks.kernels.table import ColumnStats
 
-
 # Rows per Householder fold: small enough that the (FOLD_ROWS + p) x p piece stays in cache.
 FOLD_ROWS = 4096
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from prefect import get_run_logger, task
 
 from tasks.evaluate.compare import Comparison
-from tasks.publish.markdown import formula
+from tasks.publish.coefficients import formula
 from tasks.publish.reader import jsonable
 from tasks.wording import counted
 
@@ -58,7 +58,7 @@ def find_alerts(doc: dict, comparison: Comparison, max_drift: float | None, vers
 
 
 @task(name="emit-alerts")
-def emit_alerts(alerts: list[Alert], version_path: str) -> None:
+def emit_alerts_task(alerts: list[Alert], version_path: str) -> None:
     """Emit each alert as a Prefect event about the version (related to this flow run)."""
     from prefect.events import emit_event
 

@@ -12,6 +12,7 @@ from importlib import metadata
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from prefect import task
 
 from tasks.evaluate.compare import Comparison
 from tasks.exact.fit import ExactFit
@@ -19,8 +20,9 @@ from tasks.exact.inference import infer
 from tasks.kernels import rational as rq
 from tasks.kernels.design import Design
 from tasks.kernels.tsqr import Geometry
-from tasks.training.train import SGDResult
 from tasks.publish.reader import nulled
+from tasks.training.model_file import sgd_model_bytes
+from tasks.training.train import SGDResult
 
 PACKAGES = ("linreg-flow", "prefect", "torch", "numpy", "pandas", "pyarrow", "matplotlib", "pydantic", "scipy", "threadpoolctl")
 
@@ -171,3 +173,16 @@ def manifest_doc(parameters: dict, data: dict, timings: dict[str, float], device
     env = environment()
     env["device"] = device
     return {"data": data, "parameters": parameters, "environment": env, "timings": timings}
+
+
+@task(name="build-documents")
+def build_documents_task(design, geometry, exact, sgd, comparison, alpha: float) -> dict:
+    """coefficients.json (its drift is added as it is written), comparison.json, loss_history.parquet,
+    design.json and sgd_model.pt."""
+    return {
+        "coefficients.json": coefficients_doc(design, exact, sgd, comparison, alpha),
+        "comparison.json": comparison_doc(comparison),
+        "loss_history.parquet": loss_history_parquet(sgd),
+        "design.json": design_doc(design, geometry, exact),
+        "sgd_model.pt": sgd_model_bytes(design, sgd),
+    }

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from tasks.errors import UserInputError
+
 LATEST = "latest"
 # The environment variable that is the default of --artifacts-dir for every verb.
 ARTIFACTS_ENV = "LINREG_ARTIFACTS_DIR"
@@ -133,3 +135,23 @@ def read_version(path: Path) -> VersionDocs:
         docs[name], raw, problem = _load(path / name)
         damage = damage or problem or hash_problem(recorded, name, raw)
     return VersionDocs(manifest, docs["coefficients.json"], docs["comparison.json"], damage)
+
+
+def resolve_version(artifacts_dir: Path, version: str) -> Path:
+    """A version folder from its name, a unique prefix of one, a path to it, or `latest`;
+    UserInputError when absent or ambiguous."""
+    candidates = [Path(version), artifacts_dir / version]
+    for path in candidates:
+        if path.is_dir() and (path / "manifest.json").exists():
+            return path.resolve()
+    if version == LATEST:
+        raise UserInputError(f"option --artifacts-dir: {artifacts_dir.resolve()} holds no version yet "
+                             f"(--artifacts-dir, or {ARTIFACTS_ENV}, names another folder)")
+    matches = [p for p in list_versions(artifacts_dir) if p.name.startswith(version)] if version else []
+    if len(matches) == 1:
+        return matches[0].resolve()
+    if matches:
+        names = ", ".join(p.name for p in matches[:4]) + (", ..." if len(matches) > 4 else "")
+        raise UserInputError(f"version {version!r}: {len(matches)} versions start with it ({names}); "
+                             "give more of the name")
+    raise UserInputError(f"version {version!r}: no such version folder (looked in {artifacts_dir.resolve()})")

@@ -15,9 +15,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.errors import retry_unless_user_error
 from tasks.faults import crash_point
-from tasks.publish.markdown import drift, same_model, summary_markdown, table_rows
-from tasks.tempfiles import exclusive_lock, remove_stale, temp_name
+from tasks.publish.coefficients import drift, same_model
+from tasks.publish.markdown import summary_markdown, table_rows
 from tasks.publish.reader import LATEST, list_versions, nulled, read_version
+from tasks.tempfiles import exclusive_lock, remove_stale, temp_name
 
 SUMMARY_KEY = "linreg-summary"
 TABLE_KEY = "linreg-coefficients"
@@ -129,7 +130,7 @@ class WrittenVersion:
 
 
 @task(name="write-artifacts", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
-def write_artifacts(artifacts_dir: str, sha256: str, documents: dict[str, bytes | dict],
+def write_artifacts_task(artifacts_dir: str, sha256: str, documents: dict[str, bytes | dict],
                     manifest: dict) -> WrittenVersion:
     """Write the version directory, with the drift since the newest version of the same model."""
     files = {name: _as_bytes(value) for name, value in documents.items() if name != "coefficients.json"}
@@ -138,7 +139,7 @@ def write_artifacts(artifacts_dir: str, sha256: str, documents: dict[str, bytes 
 
 
 @task(name="publish-summary", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
-def publish_summary(doc: dict, comparison, version_path: str, images: dict[str, bytes],
+def publish_summary_task(doc: dict, comparison, version_path: str, images: dict[str, bytes],
                     alerts: tuple[str, ...] = ()) -> None:
     """Show the run's summary (with its plots inline) and coefficient table in the Prefect UI.
 

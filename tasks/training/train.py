@@ -28,8 +28,8 @@ from tasks.kernels.training_rows import HeldRows, StreamedRows
 from tasks.kernels.tsqr import Geometry, design_geometry
 from tasks.training.epochs import LBFGS_PAIRS, Epoch, Model, strategy
 from tasks.training.result import SGDResult
-from tasks.training.setup import (Coordinates, auto_lr, flat_linear, init_linear, make_optimizer,
-                                  resolve_device, training_coordinates)
+from tasks.training.setup import (Coordinates, auto_lr, flat_linear, init_linear, make_optimizer, resolve_device,
+                                  training_coordinates)
 from tasks.training.stop_rule import StopRule
 
 __all__ = ["SGDResult", "init_linear", "resolve_device", "train_sgd", "train_sgd_task"]
