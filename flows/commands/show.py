@@ -51,7 +51,7 @@ def summary_text(path: Path) -> str:
         f"SGD (torch {sgd.get('optimizer')}, lr {_num(sgd.get('lr'), '.3g')}, {counted(sgd.get('epochs', 0), 'epoch')}, "
         f"stop {sgd.get('stop_reason')}): {sgd_params}",
         f"verdict   {comp.get('summary', '?')}",
-        f"drift     " + (f"max relative change {_num(drift.get('max_rel_change'), '.3g')} since {drift['since']}"
+        "drift     " + (f"max relative change {_num(drift.get('max_rel_change'), '.3g')} since {drift['since']}"
                          if drift.get("since") else "first version of this model"),
     ]
     return "\n".join(lines)

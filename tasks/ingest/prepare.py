@@ -22,10 +22,10 @@ from prefect import task
 
 from tasks.config import ModelSpec
 from tasks.errors import retry_unless_user_error
+from tasks.ingest.columns import select_columns
 from tasks.ingest.load import Input, open_input
 from tasks.ingest.store import ContentHash, StagedParquet, stored_copy, stored_file
-from tasks.ingest.validate import (DistinctValues, MissingCells, check_block, check_design, check_magnitudes,
-                                   find_first, select_columns)
+from tasks.ingest.validate import DistinctValues, MissingCells, check_block, check_design, check_magnitudes, find_first
 from tasks.kernels.design import Design, scaled_basis
 from tasks.kernels.table import BLOCK_ROWS, ColumnStats, ParquetTable
 from tasks.kernels.tsqr import Geometry

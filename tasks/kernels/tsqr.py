@@ -54,7 +54,6 @@ def fold_r(R: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
 def partial_geometry(basis: ScaledBasis, design: Design) -> tuple[np.ndarray | None, ColumnStats | None]:
     """One part's R of [W y] (None for no rows) and its terms' statistics (None for straight-line
     terms: they are the feature columns, whose statistics the design already has)."""
-    R = None
     polynomial = design.degree > 1
     terms = ColumnStats.empty(len(design.term_names))
     # One BLAS thread: threads split a 17-column QR too finely to gain, and on a busy 2-core
