@@ -1,9 +1,14 @@
-"""Tiny shared fixtures for the tests: the tutorial's ten points, a Design builder, strict JSON."""
+"""Tiny shared fixtures for the tests: the tutorial's ten points and its exact line, a Design builder,
+the NIST StRD sets and the LRE (correct digits) against a certified value, strict JSON."""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
+from decimal import Decimal
+from fractions import Fraction
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +65,45 @@ def strict_loads(data: bytes | str) -> dict:
     def refuse(constant: str):
         raise AssertionError(f"{constant} in a document")
     return json.loads(data, parse_constant=refuse)
+
+
+# NIST StRD linear regression sets (public domain): tests/data/nist/<name>.csv (x columns, y) and
+# <name>.json (model_detail: type, degree, intercept; certified: parameters, std_devs, residual_sd, ...).
+NIST_DIR = Path(__file__).resolve().parent / "data" / "nist"
+NIST_NAMES = ["Norris", "Pontius", "NoInt1", "NoInt2", "Filip", "Longley",
+              "Wampler1", "Wampler2", "Wampler3", "Wampler4", "Wampler5"]
+
+
+@cache
+def nist_meta(name: str) -> dict:
+    """The set's JSON: model_detail and certified values (decimal strings)."""
+    return json.loads((NIST_DIR / f"{name}.json").read_text())
+
+
+def nist_arrays(name: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(X, y, feature names) of the set, parsed by pandas."""
+    import pandas as pd
+
+    frame = pd.read_csv(NIST_DIR / f"{name}.csv")
+    features = [c for c in frame.columns if c != "y"]
+    return frame[features].to_numpy(float), frame["y"].to_numpy(float), features
+
+
+def nist_design(name: str) -> Design:
+    """The set's model as a Design: a polynomial of its degree, with or without an intercept."""
+    detail = nist_meta(name)["model_detail"]
+    X, y, features = nist_arrays(name)
+    return make_design(X, y, features, degree=detail["degree"] if detail["type"] == "polynomial" else 1,
+                       intercept=detail["intercept"])
+
+
+def lre(estimate: float | None, certified: str | Fraction | float) -> float:
+    """Log relative error, the digits of agreement with a certified value (a decimal string or an
+    exact number): -log10 |estimate - c| / |c|, absolute where c is 0 (the NIST/McCullough
+    convention), computed exactly, capped at 15."""
+    assert estimate is not None and math.isfinite(estimate), f"no estimate for certified {certified}"
+    c = Fraction(Decimal(certified)) if isinstance(certified, str) else Fraction(certified)
+    err = abs(Fraction(estimate) - c)
+    if c != 0:
+        err /= abs(c)
+    return 15.0 if err == 0 else min(15.0, -math.log10(err))

@@ -11,14 +11,13 @@ import math
 import warnings
 from fractions import Fraction
 from functools import cache
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from tasks.exact.fit import IllConditionedWarning, fit_exact
 from tasks.kernels.design import Design
-from tests.helpers import make_design
+from tests.helpers import NIST_NAMES, lre, make_design, nist_design
 from tests.test_exact_streaming import READERS, reread
 
 
@@ -50,13 +49,6 @@ def exact_least_squares(A: list[list[Fraction]], y: np.ndarray) -> tuple[list[Fr
                 f = M[r][c]
                 M[r] = [a - f * b_ for a, b_ in zip(M[r], M[c])]
     return [M[i][p] for i in range(p)], [M[i][p + 1 + i] for i in range(p)]
-
-
-def lre(estimate: float, certified: Fraction) -> float:
-    err = abs(Fraction(estimate) - certified)
-    if certified != 0:
-        err /= abs(certified)
-    return 15.0 if err == 0 else min(15.0, -math.log10(err))
 
 
 def _case(name: str):
@@ -131,23 +123,11 @@ def test_hard_case_matches_exact_rational_solution(name, reader, tmp_path):
 
 
 
-NIST_NAMES = ["Norris", "Pontius", "NoInt1", "NoInt2", "Filip", "Longley",
-              "Wampler1", "Wampler2", "Wampler3", "Wampler4", "Wampler5"]
 
 
 @cache
 def _nist(name: str) -> tuple[Design, list[Fraction]]:
-    import json
-
-    import pandas as pd
-
-    folder = Path(__file__).parent / "data" / "nist"
-    detail = json.loads((folder / f"{name}.json").read_text())["model_detail"]
-    frame = pd.read_csv(folder / f"{name}.csv")
-    features = [c for c in frame.columns if c != "y"]
-    design = make_design(frame[features].to_numpy(float), frame["y"].to_numpy(float), features,
-                         degree=detail["degree"] if detail["type"] == "polynomial" else 1,
-                         intercept=detail["intercept"])
+    design = nist_design(name)
     return design, exact_least_squares(exact_rows(design), design.y)[0]
 
 

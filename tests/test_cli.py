@@ -19,13 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import seed_workspace
+from tests.helpers import TUTORIAL_B0, TUTORIAL_B1, seed_workspace
 
 LINREG = Path(sys.prefix) / "bin" / "linreg"
 CONTRACT_FILES = {"coefficients.json", "comparison.json", "loss_history.parquet", "fit.png", "loss.png",
                   "manifest.json"}
-EXACT_B0 = 0.7824239351471718
-EXACT_B1 = 9.650293641652478
 TUTORIAL = ["run", "--lr", "0.001", "--epochs", "10000", "--tol", "0", "--no-standardize", "--dtype", "float32"]
 LOG_LINE = re.compile(r"\|\s*(DEBUG|INFO|WARNING|ERROR|CRITICAL)\s*\|")
 
@@ -109,8 +107,8 @@ def test_linreg_run_with_defaults_fits_data_seed_csv(default_run, workspace):
     assert_logs_on_stderr(default_run)
     assert path.parent == (workspace / "artifacts").resolve()
     coef = read_json(path / "coefficients.json")
-    assert coef["exact"]["intercept"] == pytest.approx(EXACT_B0, abs=1e-12)
-    assert coef["exact"]["coefficients"] == pytest.approx([EXACT_B1], abs=1e-12)
+    assert coef["exact"]["intercept"] == pytest.approx(TUTORIAL_B0, abs=1e-12)
+    assert coef["exact"]["coefficients"] == pytest.approx([TUTORIAL_B1], abs=1e-12)
     assert coef["sgd"]["converged"] is True
     sha = read_json(path / "manifest.json")["data"]["sha256"]
     assert (workspace / "data" / "validated" / f"{sha}.parquet").is_file()
@@ -123,7 +121,7 @@ def test_a_run_ends_with_a_summary_on_stderr_and_the_version_last_on_stdout(defa
     path = version_from_stdout(default_run)
     tail = default_run.stderr[default_run.stderr.rindex("linreg: y ~ 1 + x"):]
     assert tail.startswith("linreg: y ~ 1 + x on 10 rows\n")
-    assert f"exact least squares: intercept {EXACT_B0:.10g}, x {EXACT_B1:.10g}" in tail
+    assert f"exact least squares: intercept {TUTORIAL_B0:.10g}, x {TUTORIAL_B1:.10g}" in tail
     assert "R² 0.98" in tail and "SGD reached the exact fit" in tail and "WARNING" not in tail
     assert f"  version: {path}\n" in tail  # (Prefect may still log the temporary server stopping)
     slow = tutorial_run.stderr[tutorial_run.stderr.rindex("linreg: y ~ 1 + x"):]
@@ -146,7 +144,7 @@ def test_the_tutorial_command_reproduces_the_tutorial(tutorial_run, default_run)
     assert sgd["lr"] == pytest.approx(0.001)
     assert read_json(path / "comparison.json")["converged"] is False
     # The exact fit does not depend on how SGD trains.
-    assert coef["exact"]["coefficients"] == pytest.approx([EXACT_B1], abs=1e-12)
+    assert coef["exact"]["coefficients"] == pytest.approx([TUTORIAL_B1], abs=1e-12)
 
 
 def test_python_m_flows_is_the_same_command(module_run, workspace):

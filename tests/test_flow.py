@@ -1,6 +1,6 @@
 """End to end: the regression flow run in-process against a temporary Prefect API.
 
-Every file of the version directory is checked against the contract (docs: shared CONTRACT.md),
+Every file of the version directory is checked against its documented format (README, "What a run writes"),
 with numbers recomputed independently here (numpy least squares, hashlib).
 """
 
@@ -23,12 +23,11 @@ import pyarrow.parquet as pq
 import pytest
 
 # The tutorial's exact least-squares line through data/seed.csv.
-EXACT_B0 = 0.7824239351471718
-EXACT_B1 = 9.650293641652478
 CONTRACT_FILES = {"coefficients.json", "comparison.json", "loss_history.parquet", "fit.png", "loss.png",
                   "manifest.json"}
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 VERSION_TIME = re.compile(r"^(\d{8}T\d{6})")
+from tests.helpers import TUTORIAL_B0, TUTORIAL_B1
 
 
 @dataclass(frozen=True)
@@ -162,9 +161,9 @@ def test_coefficients_json_has_every_contract_key_and_the_exact_line(seed_run, s
     exact = doc["exact"]
     for key in ("intercept", "coefficients", "std_errors", "r_squared", "residual_std", "condition_number"):
         assert key in exact, key
-    assert exact["intercept"] == pytest.approx(EXACT_B0, abs=1e-12)
+    assert exact["intercept"] == pytest.approx(TUTORIAL_B0, abs=1e-12)
     assert len(exact["coefficients"]) == 1
-    assert exact["coefficients"][0] == pytest.approx(EXACT_B1, abs=1e-12)
+    assert exact["coefficients"][0] == pytest.approx(TUTORIAL_B1, abs=1e-12)
 
     X = np.column_stack([np.ones(len(seed_frame)), seed_frame["x"].to_numpy()])
     oracle = ols_oracle(X, seed_frame["y"].to_numpy())
@@ -183,8 +182,8 @@ def test_coefficients_json_has_every_contract_key_and_the_exact_line(seed_run, s
     assert isinstance(sgd["epochs"], int) and 1 <= sgd["epochs"] <= 10_000
     assert isinstance(sgd["lr"], float) and sgd["lr"] > 0, "lr 'auto' is recorded as the step it chose"
     assert math.isfinite(sgd["final_loss"])
-    assert sgd["intercept"] == pytest.approx(EXACT_B0, rel=1e-6)
-    assert sgd["coefficients"] == pytest.approx([EXACT_B1], rel=1e-6)
+    assert sgd["intercept"] == pytest.approx(TUTORIAL_B0, rel=1e-6)
+    assert sgd["coefficients"] == pytest.approx([TUTORIAL_B1], rel=1e-6)
 
 
 def test_numbers_are_written_with_round_trip_precision(seed_run):
@@ -320,7 +319,7 @@ def test_prefect_ui_gets_the_summary_and_the_coefficient_table(seed_run):
     assert table.type == "table"
     rows = json.loads(table.data) if isinstance(table.data, str) else table.data
     flat = [value for row in rows for value in (row.values() if isinstance(row, dict) else row)]
-    assert any(isinstance(v, float) and v == pytest.approx(EXACT_B1, abs=1e-12) for v in flat), rows
+    assert any(isinstance(v, float) and v == pytest.approx(TUTORIAL_B1, abs=1e-12) for v in flat), rows
 
 
 # --------------------------------------------------------------------------------------------
@@ -474,5 +473,5 @@ def test_parquet_file_and_folder_give_the_same_fit_and_the_same_content_hash(pre
     assert len(list((data_dir / "validated").iterdir())) == 1
     for run in runs:
         coef = read_json(run.path / "coefficients.json")
-        assert coef["exact"]["intercept"] == pytest.approx(EXACT_B0, abs=1e-12)
-        assert coef["exact"]["coefficients"] == pytest.approx([EXACT_B1], abs=1e-12)
+        assert coef["exact"]["intercept"] == pytest.approx(TUTORIAL_B0, abs=1e-12)
+        assert coef["exact"]["coefficients"] == pytest.approx([TUTORIAL_B1], abs=1e-12)

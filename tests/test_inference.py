@@ -7,11 +7,7 @@ Longley, NoInt1, a random design); the certified standard errors already pin our
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
-import pandas as pd
 import pytest
 import statsmodels.api as sm
 
@@ -21,18 +17,14 @@ from tasks.exact.fit import fit_exact
 from tasks.publish.documents import coefficients_doc
 from tasks.publish.reader import jsonable
 from tasks.training.train import train_sgd
-from tests.helpers import make_design
+from tests.helpers import make_design, nist_arrays, nist_meta
 
-NIST = Path(__file__).resolve().parent / "data" / "nist"
 RTOL = 1e-10
 
 
 def _nist(name: str):
-    meta = json.loads((NIST / f"{name}.json").read_text())
-    frame = pd.read_csv(NIST / f"{name}.csv")
-    features = [c for c in frame.columns if c != "y"]
-    intercept = meta["model_detail"]["intercept"]
-    return frame[features].to_numpy(float), frame["y"].to_numpy(float), intercept
+    X, y, _ = nist_arrays(name)
+    return X, y, nist_meta(name)["model_detail"]["intercept"]
 
 
 def _random(intercept: bool):

@@ -8,37 +8,22 @@ one digit under what the float64-parsed data allows (the exact rational solution
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import warnings
-from decimal import Decimal
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import pytest
 
 from tasks.exact.fit import IllConditionedWarning, fit_exact
-from tests.helpers import make_design
+from tests.helpers import NIST_DIR, lre, nist_design, nist_meta
 from tests.prefect_server import BIN, cli_env
 from tests.test_exact_streaming import reread
 
-NIST = Path(__file__).parent / "data" / "nist"
 FLOORS = {
     "Norris": 13.0, "Pontius": 12.5, "NoInt1": 13.5, "NoInt2": 14.0, "Filip": 13.0, "Longley": 13.5,
     "Wampler1": 14.0, "Wampler2": 12.0, "Wampler3": 14.0, "Wampler4": 14.0, "Wampler5": 14.0,
 }
 STATS_FLOOR = 10.0
-
-
-def lre(estimate: float | None, certified: str) -> float:
-    """Digits of agreement with a certified value given as a decimal string."""
-    assert estimate is not None and math.isfinite(estimate), f"no estimate for certified {certified}"
-    c = Decimal(certified)
-    err = abs(Decimal(estimate) - c)
-    if c != 0:
-        err = err / abs(c)
-    return 15.0 if err == 0 else min(15.0, -float(err.log10()))
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +42,7 @@ def run_cli(api_url: str, tmp: Path, *args: str) -> subprocess.CompletedProcess:
 
 def nist_args(meta: dict) -> list[str]:
     detail = meta["model_detail"]
-    args = [str(NIST / f"{meta['name']}.csv"), "--target", "y",
+    args = [str(NIST_DIR / f"{meta['name']}.csv"), "--target", "y",
             "--features", ",".join(c for c in meta["columns"] if c != "y")]
     if detail["type"] == "polynomial":
         args += ["--degree", str(detail["degree"])]
@@ -68,7 +53,7 @@ def nist_args(meta: dict) -> list[str]:
 
 def assert_certified(name: str, params: list[float], ses: list[float], residual_sd: float, r2: float) -> None:
     """Every certified coefficient to the floor; SEs, residual SD and R^2 to STATS_FLOOR digits."""
-    cert = json.loads((NIST / f"{name}.json").read_text())["certified"]
+    cert = nist_meta(name)["certified"]
     assert len(params) == len(cert["parameters"])
     coef_lre = min(lre(q, c) for q, c in zip(params, cert["parameters"]))
     assert coef_lre >= FLOORS[name], f"{name}: coefficient LRE {coef_lre:.1f} < {FLOORS[name]}"
@@ -80,7 +65,7 @@ def assert_certified(name: str, params: list[float], ses: list[float], residual_
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_nist_certified_values_through_the_cli(name, api_url, tmp_path):
     """It reaches every NIST certified coefficient to the floor, and SEs, residual SD and R^2 to 10 digits."""
-    meta = json.loads((NIST / f"{name}.json").read_text())
+    meta = nist_meta(name)
     done = run_cli(api_url, tmp_path, *nist_args(meta))
     assert done.returncode == 0, done.stderr[-3000:]
     version = Path(done.stdout.strip().splitlines()[-1])
@@ -101,13 +86,7 @@ def test_nist_certified_values_through_the_cli(name, api_url, tmp_path):
 @pytest.mark.parametrize("name", sorted(FLOORS))
 def test_nist_certified_values_when_streamed_in_3_row_blocks(name, reader, tmp_path):
     """The same floors when the exact fit reads the data 3 rows at a time, in 3 parts."""
-    meta = json.loads((NIST / f"{name}.json").read_text())
-    detail = meta["model_detail"]
-    frame = pd.read_csv(NIST / f"{name}.csv")
-    features = [c for c in meta["columns"] if c != "y"]
-    design = make_design(frame[features].to_numpy(np.float64), frame["y"].to_numpy(np.float64), features,
-                         degree=detail["degree"] if detail["type"] == "polynomial" else 1,
-                         intercept=detail["intercept"])
+    design = nist_design(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IllConditionedWarning)
         fit = fit_exact(reread(design, reader, tmp_path), parts=3)

@@ -14,7 +14,7 @@ from tasks.exact.fit import fit_exact
 from tasks.publish.documents import coefficients_doc, comparison_doc
 from tasks.publish.reader import jsonable
 from tasks.training.train import train_sgd
-from tests.helpers import tutorial_design
+from tests.helpers import TUTORIAL_B0, tutorial_design
 
 
 @pytest.mark.parametrize(
@@ -63,7 +63,7 @@ def test_coefficients_doc_has_every_contract_field(intercept):
     assert sgd["optimizer"] == "sgd" and sgd["precondition"] is False
     assert sgd["converged"] is True
     if intercept:
-        assert exact["intercept"] == pytest.approx(0.7824239351471718, rel=1e-12)
+        assert exact["intercept"] == pytest.approx(TUTORIAL_B0, rel=1e-12)
         assert isinstance(exact["std_errors"]["intercept"], float)
     else:
         # With --no-intercept both intercept values (and the intercept's standard error) are null.

@@ -10,12 +10,9 @@ one kernel path happened to reach (those are in `make bench`):
 
 from __future__ import annotations
 
-import json
 import warnings
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from tasks.config import TrainConfig
@@ -24,28 +21,16 @@ from tasks.kernels.tsqr import design_geometry
 from tasks.training.setup import training_coordinates
 from tasks.training.stop_rule import NEAR
 from tasks.training.train import train_sgd
-from tests.helpers import make_design, max_rel_error
+from tests.helpers import NIST_NAMES, make_design, max_rel_error, nist_design
 
 pytestmark = pytest.mark.numeric  # run again under torch's other CPU kernels (make test)
 
-NIST = Path(__file__).parent / "data" / "nist"
-NIST_NAMES = ["Norris", "Pontius", "NoInt1", "NoInt2", "Filip", "Longley",
-              "Wampler1", "Wampler2", "Wampler3", "Wampler4", "Wampler5"]
 # Where the float64 floor of training on the original basis is not far below the verdict's 1e-6:
 # the training rows themselves are rounded to float64, and these solutions are that sensitive to them
 # (the exact fit refines in double-double instead). Their floors are properties of the data, asserted
 # below: Filip 5.6e-7 (condition number 3.8e9 standardized), Wampler4 1.1e-7, Wampler5 1.1e-5.
 FLOAT64_LIMITED = {"Wampler4", "Wampler5", "Filip"}
 RTOL = 1e-6  # the verdict's default
-
-
-def _nist(name: str):
-    detail = json.loads((NIST / f"{name}.json").read_text())["model_detail"]
-    frame = pd.read_csv(NIST / f"{name}.csv")
-    features = [c for c in frame.columns if c != "y"]
-    return make_design(frame[features].to_numpy(float), frame["y"].to_numpy(float), features,
-                       degree=detail["degree"] if detail["type"] == "polynomial" else 1,
-                       intercept=detail["intercept"])
 
 
 def _macrodata():
@@ -63,7 +48,7 @@ _CASES: dict = {}
 def case(name: str):
     """(design, geometry, exact fit), computed once per data set."""
     if name not in _CASES:
-        design = _macrodata() if name == "macrodata" else _nist(name)
+        design = _macrodata() if name == "macrodata" else nist_design(name)
         geometry = design_geometry(design)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
