@@ -13,6 +13,7 @@ import numpy as np
 from prefect import get_run_logger, task
 
 from tasks.kernels import rational as rq
+from tasks.kernels.affine import column_scaling, exact_map, parameter_vector
 from tasks.kernels.design import Design, ScaledBasis
 from tasks.kernels.passes import Mapper, local_map
 from tasks.kernels.refine import refine
@@ -56,8 +57,7 @@ class ExactFit:
     @property
     def params(self) -> np.ndarray:
         """(n_params,) intercept first (when there is one), then the coefficients."""
-        head = () if self.intercept is None else (self.intercept,)
-        return np.array(head + self.coefficients)
+        return parameter_vector(self.intercept, self.coefficients)
 
 
 def condition_numbers(design: Design, geometry: Geometry) -> tuple[float, float]:
@@ -67,19 +67,9 @@ def condition_numbers(design: Design, geometry: Geometry) -> tuple[float, float]
     standardized design is X S (intercept column 1/sqrt(n); terms centered, unit norm).
     """
     RT = rq.matmul(rq.fractions(geometry.R), rq.upper_inverse(geometry.basis.exact))
-    terms = geometry.terms
-    k, p = int(design.intercept), design.n_params
-    center = terms.mean if k else np.zeros(len(terms.mean))
-    # centered norms with an intercept; raw norms (sum v^2 = m2 + n mean^2) without
-    norms = terms.norm if k else np.sqrt(terms.m2 + terms.count * terms.mean**2)
-    norms = np.where(norms > 0, norms, 1.0)
-    S = [[Fraction(0)] * p for _ in range(p)]
-    if k:
-        S[0][0] = 1 / Fraction(math.sqrt(design.n))
-    for j in range(len(center)):
-        S[k + j][k + j] = 1 / Fraction(float(norms[j]))
-        if k:
-            S[0][k + j] = -Fraction(float(center[j])) / Fraction(float(norms[j]))
+    # The terms' columns of norm 1 (kernels.affine), an intercept column 1/sqrt(n).
+    ones = 1 / Fraction(math.sqrt(design.n)) if design.intercept else None
+    S = exact_map(column_scaling(geometry.terms, design.intercept), ones)
     raw = np.linalg.cond(np.array(rq.to_float(RT)))
     scaled = np.linalg.cond(np.array(rq.to_float(rq.matmul(RT, S))))
     return float(raw), float(scaled)

@@ -19,6 +19,7 @@ import numpy as np
 from scipy import special
 
 from tasks.exact.fit import ExactFit
+from tasks.kernels.affine import parameter_vector
 
 
 @dataclass(frozen=True)
@@ -42,7 +43,7 @@ class Inference:
 def infer(fit: ExactFit, n: int, alpha: float = 0.05) -> Inference:
     """The statistics of the exact fit of n rows at level 1 - alpha."""
     params = fit.params
-    se = np.array(((fit.se_intercept,) if fit.intercept is not None else ()) + fit.se_coefficients)
+    se = parameter_vector(fit.se_intercept if fit.intercept is not None else None, fit.se_coefficients)
     p, k, df = len(params), int(fit.intercept is not None), fit.dof
     with np.errstate(divide="ignore", invalid="ignore"):
         t = params / se

@@ -10,6 +10,7 @@ from fractions import Fraction
 import numpy as np
 
 from tasks.kernels import rational
+from tasks.kernels.affine import column_scaling, exact_map
 from tasks.kernels.table import BLOCK_ROWS, ArrayTable, ColumnStats, Table
 
 
@@ -146,22 +147,11 @@ def scaled_basis(design: Design) -> ScaledBasis:
     x = design.stats.column(slice(1, None))  # the raw predictor columns
     if design.degree > 1:
         return _chebyshev_basis(design, float(x.min[0]), float(x.max[0]))
-    p, k = len(design.names), int(design.intercept)
-    n = design.n
-    # Centered columns' norms with an intercept; raw columns' norms (sum v^2 = m2 + n mean^2) without.
-    center = x.mean if k else np.zeros(p)
-    scale = x.norm if k else np.sqrt(x.m2 + n * x.mean**2)
-    scale = np.where(scale > 0, scale, 1.0)
-    ones = 1.0 / math.sqrt(n) if k else 0.0
-    # c on W: beta_j = c_j / scale_j; with an intercept b0 = c0 / sqrt(n) - sum_j c_j * center_j / scale_j
-    T = [[Fraction(0)] * (p + k) for _ in range(p + k)]
-    for j in range(p):
-        T[k + j][k + j] = 1 / Fraction(scale[j])
-        if k:
-            T[0][k + j] = -Fraction(center[j]) / Fraction(scale[j])
-    if k:
-        T[0][0] = Fraction(ones)
-    return ScaledBasis("columns", center, scale, ones, 1, tuple(map(tuple, T)))
+    # Columns of norm 1 (kernels.affine); c on W: beta = T c.
+    scaling = column_scaling(x, design.intercept)
+    ones = 1.0 / math.sqrt(design.n) if design.intercept else 0.0
+    T = exact_map(scaling, Fraction(ones) if design.intercept else None)
+    return ScaledBasis("columns", scaling.shift, scaling.scale, ones, 1, tuple(map(tuple, T)))
 
 
 def _chebyshev_basis(design: Design, lo: float, hi: float) -> ScaledBasis:

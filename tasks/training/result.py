@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from tasks.kernels.affine import parameter_vector
 from tasks.training.setup import Scaling
 
 
@@ -61,5 +62,4 @@ class SGDResult:
 
     @property
     def params(self) -> np.ndarray:
-        head = () if self.intercept is None else (self.intercept,)
-        return np.array(head + self.coefficients)
+        return parameter_vector(self.intercept, self.coefficients)

@@ -19,6 +19,7 @@ import torch
 
 from tasks.errors import UserInputError
 from tasks.kernels import rational as rq
+from tasks.kernels.affine import ColumnScaling, column_scaling, exact_map
 from tasks.kernels.design import Design
 from tasks.kernels.table import ColumnStats
 from tasks.kernels.training_rows import RowMap
@@ -50,25 +51,12 @@ class Scaling:
         p = len(terms.mean)
         if not standardize:
             return cls(np.zeros(p), np.ones(p), 0.0, 1.0)
-
-        def spread(s: ColumnStats) -> np.ndarray:
-            ss = s.m2 if intercept else s.m2 + s.count * s.mean**2
-            return np.sqrt(ss / s.count)
-
-        x_scale, y_scale = spread(terms), float(spread(y)[0])
-        x_scale[x_scale == 0] = 1.0
-        x_shift = terms.mean.copy() if intercept else np.zeros(p)
-        return cls(x_shift, x_scale, float(y.mean[0]) if intercept else 0.0, y_scale or 1.0)
+        x, t = column_scaling(terms, intercept, spread=True), column_scaling(y, intercept, spread=True)
+        return cls(x.shift, x.scale, float(t.shift[0]), float(t.scale[0]))
 
     def exact(self, intercept: bool) -> list[list[Fraction]]:
         """N with [1, terms] N = [1, x_std]: N_jj = 1 / scale_j, N_0j = -shift_j / scale_j."""
-        k, q = int(intercept), len(self.x_scale)
-        N = [[Fraction(int(i == j)) for j in range(q + k)] for i in range(q + k)]
-        for j in range(q):
-            N[k + j][k + j] = 1 / Fraction(self.x_scale[j])
-            if k:
-                N[0][k + j] = -Fraction(self.x_shift[j]) / Fraction(self.x_scale[j])
-        return N
+        return exact_map(ColumnScaling(self.x_shift, self.x_scale), Fraction(1) if intercept else None)
 
 
 @dataclass(frozen=True)
