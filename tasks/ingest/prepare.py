@@ -40,7 +40,8 @@ class Prepared:
     source: absolute path of DATA; path: absolute path of validated/<sha256>.parquet; rows;
     columns: the model's columns, target first; stats: their ColumnStats; geometry: the design's
     (computed once per run); timings: seconds the pass spent in each of STAGES; block_rows: rows
-    per block and per row group of the stored file; selection: the columns' log line.
+    per block and per row group of the stored file; selection: the columns' log line; intercept: the
+    model's, which the geometry was computed for (it travels with it to the flow).
     """
 
     source: str
@@ -53,6 +54,7 @@ class Prepared:
     timings: Mapping[str, float]
     block_rows: int = BLOCK_ROWS
     selection: str = ""  # which columns the model uses, which it left out and why (a log line)
+    intercept: bool = True  # the model's, which the geometry was computed for
 
     def table(self) -> ParquetTable:
         return ParquetTable(self.path, self.columns, self.rows, self.stats, self.block_rows)
@@ -69,7 +71,7 @@ class Prepared:
             "columns": list(self.columns), "stats": self.stats.to_json(), "block_rows": self.block_rows,
             "timings": {k: float(v) for k, v in self.timings.items()}, "selection": self.selection,
             # The basis (exact rationals) is rebuilt from the stats; its model is degree and intercept.
-            "geometry": {"degree": g.basis.degree, "intercept": bool(g.basis.ones > 0), "R": g.R.tolist(),
+            "geometry": {"degree": g.basis.degree, "intercept": self.intercept, "R": g.R.tolist(),
                          "qty": g.qty.tolist(), "terms": g.terms.to_json(), "y": g.y.to_json()},
         }
 
@@ -82,7 +84,7 @@ class Prepared:
                             np.array(g["qty"], dtype=np.float64), ColumnStats.from_json(g["terms"]),
                             ColumnStats.from_json(g["y"]))
         return cls(doc["source"], table.path, doc["sha256"], table.rows, columns, stats, geometry,
-                   dict(doc["timings"]), table.block_rows, doc.get("selection", ""))
+                   dict(doc["timings"]), table.block_rows, doc.get("selection", ""), design.intercept)
 
 
 class _Clock:
@@ -160,7 +162,8 @@ def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Pa
             geometry = check_design(design, source.source, distinct.count)
         with clock("store"):
             path = staged.publish(sha) if staged is not None else str(Path(table.path).resolve())
-    return Prepared(source.source, path, sha, stats.count, columns, stats, geometry, clock.seconds, block_rows)
+    return Prepared(source.source, path, sha, stats.count, columns, stats, geometry, clock.seconds, block_rows,
+                    intercept=spec.intercept)
 
 
 @contextmanager
