@@ -31,7 +31,8 @@ import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
-from flows.resident import IDENTITY_PATH, LEASE_NAME, LOG_NAME, SERVER_ENV, STATE_NAME, read_json, registry
+from flows.resident import (IDENTITY_PATH, LEASE_NAME, LOG_NAME, SERVER_ENV, STATE_NAME, forget, is_server, read_json,
+                            registry)
 from tasks.errors import UserInputError
 from tasks.tempfiles import exclusive_lock
 
@@ -83,13 +84,14 @@ class PendingApi:
     def __init__(self) -> None:
         self._stack = ExitStack()
         self._url: str | None = None
-        self._started: subprocess.Popen | None = None
+        self._started: tuple[subprocess.Popen, str] | None = None  # the server starting, its token
         self._home: Path | None = None
+        self._idle = 0.0
 
     def wait(self) -> str | None:
         with self._stack:
             if self._started is not None:
-                self._url = _await_start(self._started, self._home)
+                self._url = _await_start(*self._started, self._home, self._idle)
         return self._url
 
 
@@ -118,7 +120,7 @@ def prepare_api() -> PendingApi:
         pending._url = reachable(home)
         if pending._url is None:
             stop_idle_servers(home)
-            pending._home, pending._started = home, _spawn(home, idle)
+            pending._home, pending._idle, pending._started = home, idle, _spawn(home, idle)
     return pending
 
 
@@ -149,7 +151,7 @@ def reachable(home: Path, token: str | None = None) -> str | None:
         return None
 
 
-def _spawn(home: Path, idle: float) -> subprocess.Popen:
+def _spawn(home: Path, idle: float) -> tuple[subprocess.Popen, str]:
     from prefect.settings import get_current_settings
 
     token = secrets.token_hex(16)
@@ -161,19 +163,19 @@ def _spawn(home: Path, idle: float) -> subprocess.Popen:
             "--settings", fingerprint()]
     # In this run's folder, as Prefect's temporary server would be (relative settings resolve alike).
     with open(home / LOG_NAME, "ab") as log:  # appended: an older server may still be writing there
-        return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True)
+    return proc, token
 
 
-def _await_start(proc: subprocess.Popen, home: Path) -> str:
-    token = proc.args[proc.args.index("--token") + 1]
+def _await_start(proc: subprocess.Popen, token: str, home: Path, idle: float) -> str:
     timeout = startup_timeout()
     deadline = time.monotonic() + timeout
     while True:
         url = reachable(home, token)
         if url is not None:
             print(f"linreg: started a local Prefect server at {url} for PREFECT_HOME {home}; later runs "
-                  f"reuse it and it stops after {idle_seconds():g} s without one ({IDLE_ENV})",
+                  f"reuse it and it stops after {idle:g} s without one ({IDLE_ENV})",
                   file=sys.stderr, flush=True)
             _held.append(proc)  # never waited for: it outlives this process
             return url
@@ -191,11 +193,11 @@ def _await_start(proc: subprocess.Popen, home: Path) -> str:
 
 def _kill(pid: int, token: str) -> None:
     """SIGTERM the resident server with this pid, if that pid is still it (its command line has the token)."""
-    try:
-        if token.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+    if is_server(pid, token):
+        try:
             os.kill(pid, signal.SIGTERM)
-    except (OSError, ProcessLookupError):
-        pass
+        except OSError:  # it ended meanwhile
+            pass
 
 
 def stop_idle_servers(keep: Path) -> None:
@@ -211,14 +213,13 @@ def stop_idle_servers(keep: Path) -> None:
             continue
         if Path(home) == keep:
             continue
-        if not Path(f"/proc/{pid}").exists():
+        if not is_server(pid, token):
             entry.unlink(missing_ok=True)
             continue
         try:
             with open(Path(home) / LEASE_NAME, "a") as lease:
                 fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if read_json(Path(home) / STATE_NAME).get("token") == token:
-                    (Path(home) / STATE_NAME).unlink(missing_ok=True)
+                forget(Path(home) / STATE_NAME, token)
                 _kill(pid, token)
         except BlockingIOError:
             continue  # a run is using it

@@ -37,7 +37,7 @@ def _main(version: Annotated[bool, typer.Option(
 @run_options
 def run(options: dict, dask: Dask = None) -> None:
     """Run the pipeline once; the last line on stdout is the new version folder."""
-    from flows.backend import idle_seconds
+    from flows.backend import idle_seconds, prepare_api
 
     idle_seconds()  # a bad LINREG_SERVER_IDLE_S is exit 2 before anything is read or written
     config = config_from(options)
@@ -47,8 +47,6 @@ def run(options: dict, dask: Dask = None) -> None:
 
         runner = task_runner(None if dask == LOCAL_CLUSTER else dask)
     prepared = preflight(config)
-    from flows.backend import prepare_api
-
     api = prepare_api()  # a local server may be starting while the flow's modules load
     from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
 

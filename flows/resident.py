@@ -66,6 +66,15 @@ def forget(path: Path, token: str) -> None:
         path.unlink(missing_ok=True)
 
 
+def is_server(pid: int, token: str) -> bool:
+    """Whether pid still runs the resident server with this token (its command line holds it): a
+    pid the system has given to another process is not it."""
+    try:
+        return token.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
 def with_identity(app, token: str):
     """The ASGI app, plus GET IDENTITY_PATH answering this server's token."""
     body = token.encode()

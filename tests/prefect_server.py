@@ -100,21 +100,15 @@ def resident_servers(under: Path) -> list[dict]:
     return found
 
 
-def alive(pid: int, token: str) -> bool:
-    """Whether the resident server with this token still runs as pid (a reused pid is not it)."""
-    try:
-        return token.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return False
-
-
 def stop_resident_servers(under: Path, timeout: float = 30) -> None:
     """End, by PID, the resident servers that runs with a PREFECT_HOME inside `under` left behind."""
+    from flows.resident import is_server
+
     for state in resident_servers(under):
         pid, token = state["pid"], state["token"]
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            if alive(pid, token):
+            if is_server(pid, token):
                 os.kill(pid, sig)
             deadline = time.monotonic() + timeout
-            while alive(pid, token) and time.monotonic() < deadline:
+            while is_server(pid, token) and time.monotonic() < deadline:
                 time.sleep(0.1)

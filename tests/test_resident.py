@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from flows.backend import IDLE_ENV
-from flows.resident import LEASE_NAME, LOG_NAME, STATE_NAME, read_json, registry
-from tests.prefect_server import BIN, alive, cli_env, free_port
+from flows.resident import LEASE_NAME, LOG_NAME, STATE_NAME, is_server, read_json, registry
+from tests.prefect_server import BIN, cli_env, free_port
 
 SEED = Path(__file__).resolve().parents[1] / "data" / "seed.csv"
 STARTED = "linreg: started a local Prefect server"
@@ -53,9 +53,9 @@ def in_use(home: Path):
 
 def wait_stopped(state: dict) -> bool:
     deadline = time.monotonic() + STOP_WAIT_S
-    while alive(state["pid"], state["token"]) and time.monotonic() < deadline:
+    while is_server(state["pid"], state["token"]) and time.monotonic() < deadline:
         time.sleep(0.2)
-    return not alive(state["pid"], state["token"])
+    return not is_server(state["pid"], state["token"])
 
 
 def test_a_second_run_reuses_the_server_the_first_started(tmp_path):
@@ -65,10 +65,10 @@ def test_a_second_run_reuses_the_server_the_first_started(tmp_path):
         first = ok(linreg_run(tmp_path, env))
         assert STARTED in first.stderr
         state = read_json(home / STATE_NAME)
-        assert alive(state["pid"], state["token"]), "the server ends with the run that started it"
+        assert is_server(state["pid"], state["token"]), "the server ends with the run that started it"
         second = ok(linreg_run(tmp_path, env))
         assert STARTED not in second.stderr, second.stderr[-2000:]
-        assert read_json(home / STATE_NAME) == state and alive(state["pid"], state["token"])
+        assert read_json(home / STATE_NAME) == state and is_server(state["pid"], state["token"])
     assert first.stdout.splitlines()[-1] != second.stdout.splitlines()[-1]
     # No link to a UI the local server does not serve.
     assert "View at" not in first.stderr + second.stderr
@@ -172,10 +172,10 @@ def test_a_new_server_stops_the_idle_servers_of_other_homes_and_never_one_in_use
         ok(linreg_run(tmp_path, env["busy"]))
         ok(linreg_run(tmp_path, env["idle"]))  # its server is idle once the run ends
         idle, busy = read_json(tmp_path / "idle" / STATE_NAME), read_json(tmp_path / "busy" / STATE_NAME)
-        assert alive(busy["pid"], busy["token"])
+        assert is_server(busy["pid"], busy["token"])
         done = ok(linreg_run(tmp_path, env["new"]))
         assert STARTED in done.stderr
         assert wait_stopped(idle)
-        assert alive(busy["pid"], busy["token"]) and read_json(tmp_path / "busy" / STATE_NAME) == busy
+        assert is_server(busy["pid"], busy["token"]) and read_json(tmp_path / "busy" / STATE_NAME) == busy
         new = read_json(tmp_path / "new" / STATE_NAME)
-        assert alive(new["pid"], new["token"])
+        assert is_server(new["pid"], new["token"])
