@@ -15,6 +15,7 @@ import typer
 from flows.backend import BackendUnavailable
 from flows.options import LOCAL_CLUSTER, ArtifactsDir, Dask, config_from, preflight, run_options
 from tasks.errors import AlertRaised, UserInputError
+from tasks.publish.schema import LATEST
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="Exact least squares against torch gradient descent.")
@@ -75,7 +76,7 @@ def versions(artifacts_dir: ArtifactsDir = Path("artifacts")) -> None:
 
 @app.command()
 def show(
-    version: Annotated[str, typer.Argument(help="A version name, a path to one, or 'latest'.")] = "latest",
+    version: Annotated[str, typer.Argument(help="A version name, a path to one, or 'latest'.")] = LATEST,
     artifacts_dir: ArtifactsDir = Path("artifacts"),
 ) -> None:
     """Print a plain-text summary of one version (default: latest)."""
@@ -117,7 +118,7 @@ def predict(
 
     if len(args) > 2:
         raise UserInputError(f"predict takes [VERSION] DATA, got {len(args)} arguments: {' '.join(args)}")
-    version, data = ("latest", args[0]) if len(args) == 1 else (args[0], args[1])
+    version, data = (LATEST, args[0]) if len(args) == 1 else (args[0], args[1])
     path = predict_command(artifacts_dir, version, Path(data), out=out, model=model, alpha=alpha)
     sys.stderr.flush()
     print(path, flush=True)

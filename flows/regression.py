@@ -23,6 +23,7 @@ from tasks.kernels.passes import local_map
 from tasks.publish.alerts import emit_alerts_task, find_alerts
 from tasks.publish.documents import build_documents_task, manifest_doc
 from tasks.publish.reader import jsonable
+from tasks.publish.schema import DataRecord
 from tasks.publish.writer import publish_summary_task, write_artifacts_task
 from tasks.training.train import train_sgd_task
 from tasks.wording import counted
@@ -80,7 +81,7 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
     documents = build_documents_task(design, data.geometry, exact, sgd, comparison, config.alpha)
     manifest = manifest_doc(
         parameters=jsonable(config.model_dump(mode="json")),
-        data={"source": data.source, "sha256": data.sha256, "rows": data.rows, "parquet": data.path},
+        data=DataRecord(data.source, data.sha256, data.rows, data.path),
         timings=timings,
         device=sgd.device,
     )

@@ -18,6 +18,7 @@ import pytest
 
 from tasks.evaluate.compare import Comparison
 from tasks.publish.alerts import DRIFT_EVENT, NOT_CONVERGED_EVENT, find_alerts
+from tasks.publish.schema import Coefficients
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y, seed_workspace
 from tests.prefect_server import BIN, api_client, cli_env, prefect_server
 from tests.test_cli import linreg
@@ -26,11 +27,11 @@ AUTOMATIONS = Path(__file__).resolve().parents[1] / "automations.yaml"
 TUTORIAL = ["--lr", "0.001", "--epochs", "10000", "--tol", "0", "--no-standardize", "--dtype", "float32"]
 
 
-def _doc(rel: float | None, since: str | None = "v1") -> dict:
-    return {"target": "y", "terms": ["x"], "intercept": True,
+def _doc(rel: float | None, since: str | None = "v1") -> Coefficients:
+    return Coefficients.from_json({"target": "y", "terms": ["x"], "intercept": True, "exact": {},
             "drift": {"since": since, "max_rel_change": rel, "max_abs_change": rel,
                       "changes": {"intercept": rel, "x": 0.0}},
-            "sgd": {"epochs": 10, "stop_reason": "epochs", "optimizer": "sgd", "lr": 0.1}}
+            "sgd": {"epochs": 10, "stop_reason": "epochs", "optimizer": "sgd", "lr": 0.1}})
 
 
 def _comparison(converged: bool) -> Comparison:

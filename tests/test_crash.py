@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from tasks.faults import CRASH_AT
+from tasks.publish.schema import Coefficients, Manifest
 from tasks.publish.writer import (LATEST_TEMP, VERSION_TEMP, dumps, list_versions, previous_version, read_version,
                                   version_name, write_version)
 from tasks.tempfiles import remove_stale, temp_name
@@ -284,11 +285,15 @@ def table_rows(text: str) -> dict[str, list[str]]:
 MODEL = {"target": "y", "terms": ["x"], "intercept": True}
 
 
+def _model(exact: dict) -> Coefficients:
+    return Coefficients.from_json(MODEL | {"exact": exact, "sgd": {}})
+
+
 def _write(artifacts: Path, b0: float) -> Path:
     """A version of y ~ 1 + x with exact parameters (b0, 2.0), by the real writer."""
-    coefficients = MODEL | {"exact": {"intercept": b0, "coefficients": [2.0]}}
     files = {"comparison.json": dumps({"max_rel_diff": 0.0})}
-    return write_version(artifacts, "ab" * 32, files, coefficients, {"data": {}})[0]
+    return write_version(artifacts, "ab" * 32, files, _model({"intercept": b0, "coefficients": [2.0]}),
+                         Manifest.from_json({"data": {}}))[0]
 
 
 def test_a_version_edited_by_hand_is_damaged_and_skipped_for_drift(tmp_path):
@@ -298,7 +303,7 @@ def test_a_version_edited_by_hand_is_damaged_and_skipped_for_drift(tmp_path):
     (second / "coefficients.json").write_text(json.dumps(coefficients | {"target": "y"}))  # other bytes
     assert "coefficients.json does not match its sha256" in read_version(second).damage
     assert read_version(first).damage is None
-    assert previous_version(list_versions(tmp_path), MODEL)[0] == first.name
+    assert previous_version(list_versions(tmp_path), _model({}))[0] == first.name
     third = json.loads((_write(tmp_path, 4.0) / "coefficients.json").read_text())
     assert third["drift"]["since"] == first.name
     assert third["drift"]["changes"] == {"intercept": 3.0, "x": 0.0}
@@ -309,8 +314,8 @@ def test_a_truncated_version_is_listed_as_damaged_and_skipped_by_the_next_run(se
     dirs = fresh_dirs(tmp_path, baseline[0])
     sound = visible_versions(dirs.artifacts)[-1]
     docs = read_version(dirs.artifacts / sound)
-    damaged = write_version(dirs.artifacts, docs.manifest["data"]["sha256"],
-                            {"comparison.json": dumps(docs.comparison)}, docs.coefficients, docs.manifest)[0]
+    damaged = write_version(dirs.artifacts, docs.manifest.data.sha256,
+                            {"comparison.json": dumps(docs.comparison.to_json())}, docs.coefficients, docs.manifest)[0]
     text = (damaged / "coefficients.json").read_bytes()
     (damaged / "coefficients.json").write_bytes(text[: len(text) // 2])
 

@@ -15,6 +15,7 @@ import pytest
 from flows.commands.diff import compare_versions, diff_report, diff_text
 from tasks.errors import UserInputError
 from tasks.publish.reader import VersionDocs
+from tasks.publish.schema import Coefficients, ComparisonRecord, Manifest
 from tests.test_cli import cli_env, linreg  # noqa: F401 - cli_env is a fixture
 
 OTHER_CSV = "x,y\n1,3.1\n2,4.9\n3,7.2\n4,8.8\n5,11.1\n6,13.2\n"
@@ -151,7 +152,8 @@ def test_a_damaged_version_is_refused_naming_it(runs, tmp_path):
 
 def _docs(coefficients: dict) -> VersionDocs:
     manifest = {"version": "v", "data": {"sha256": "0" * 64}, "parameters": {"alpha": 0.05}}
-    return VersionDocs(manifest, coefficients, {"converged": True, "summary": "s"}, None)
+    return VersionDocs(Manifest.from_json(manifest), Coefficients.from_json(coefficients),
+                       ComparisonRecord.from_json({"converged": True, "summary": "s"}), None)
 
 
 def test_relative_and_standard_error_changes_are_blank_where_undefined():

@@ -19,6 +19,7 @@ from tasks.exact.fit import fit_exact
 from tasks.publish.documents import coefficients_doc, comparison_doc
 from tasks.publish.markdown import summary_markdown, table_rows
 from tasks.publish.reader import nulled
+from tasks.publish.schema import Coefficients, Manifest
 from tasks.publish.writer import dumps, write_version
 from tasks.training.train import SGDResult
 from tests.helpers import TUTORIAL_X, make_design, strict_loads, tutorial_design
@@ -102,11 +103,11 @@ def test_every_outcome_gives_strict_json_with_a_reason_beside_each_null(tmp_path
         assert coef["sgd"].get("coefficients_reason") or coef["sgd"].get("intercept_reason")
     if design == "perfect" and exact.rss == 0:
         assert "perfect" in coef["exact"]["t_values_reason"]
-    path, written = write_version(tmp_path / "artifacts", "ab" * 32, {"comparison.json": dumps(comp)}, coef,
-                                  {"data": {}, "parameters": {}, "timings": {}})
-    assert strict_loads((path / "coefficients.json").read_bytes()) == written
-    summary_markdown(written, comparison, str(path), written["drift"], {}, ["coefficients.json"])
-    json.dumps(table_rows(written, comparison, path.name, written["drift"]), allow_nan=False)
+    path, written = write_version(tmp_path / "artifacts", "ab" * 32, {"comparison.json": dumps(comp)},
+                                  Coefficients.from_json(coef), Manifest.from_json({"data": {}}))
+    assert strict_loads((path / "coefficients.json").read_bytes()) == written.to_json()
+    summary_markdown(written, comparison, str(path), written.drift, {}, ["coefficients.json"])
+    json.dumps(table_rows(written, comparison, path.name, written.drift), allow_nan=False)
     assert "verdict" in summary_text(path)
 
 

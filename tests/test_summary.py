@@ -10,8 +10,9 @@ from urllib.parse import unquote
 import pytest
 from markdown_it import MarkdownIt
 
-from tasks.publish.coefficients import drift, parameters, same_model
+from tasks.publish.drift import drift
 from tasks.publish.markdown import data_uri, escape_markdown, file_link, summary_markdown, table_rows
+from tasks.publish.schema import Coefficients
 
 # Names a user may give columns, files and folders, each aimed at a piece of markdown or HTML.
 HOSTILE = [
@@ -21,7 +22,7 @@ HOSTILE = [
 ]
 
 
-def _doc(b0: float, b1: float, sgd: tuple[float, float] = (0.0, 0.0)) -> dict:
+def _json(b0: float, b1: float, sgd: tuple[float, float] = (0.0, 0.0)) -> dict:
     return {
         "target": "y", "terms": ["x"], "intercept": True,
         "exact": {"intercept": b0, "coefficients": [b1], "r_squared": 0.9, "adj_r_squared": 0.89,
@@ -30,6 +31,11 @@ def _doc(b0: float, b1: float, sgd: tuple[float, float] = (0.0, 0.0)) -> dict:
         "sgd": {"intercept": sgd[0], "coefficients": [sgd[1]], "optimizer": "sgd", "lr": 0.5,
                 "epochs": 128, "stop_reason": "tol"},
     }
+
+
+def _doc(b0: float, b1: float, sgd: tuple[float, float] = (0.0, 0.0), **changes) -> Coefficients:
+    """coefficients.json as read back, with top-level fields changed (e.g. terms=[...])."""
+    return Coefficients.from_json(_json(b0, b1, sgd) | changes)
 
 
 class _Comparison:
@@ -41,24 +47,24 @@ class _Comparison:
 def test_first_version_has_no_drift():
     """Without a previous version of the model, drift says so and changes nothing."""
     moved = drift(None, None, _doc(1.0, 2.0))
-    assert moved == {"since": None, "changes": None, "max_abs_change": None, "max_rel_change": None}
+    assert moved.to_json() == {"since": None, "changes": None, "max_abs_change": None, "max_rel_change": None}
 
 
 def test_drift_is_the_change_of_each_exact_parameter():
     """Changes are new - old per parameter; the maxima are over absolute and relative changes."""
     moved = drift(_doc(1.0, 2.0), "v1", _doc(1.5, 1.0))
-    assert moved["since"] == "v1"
-    assert moved["changes"] == {"intercept": 0.5, "x": -1.0}
-    assert moved["max_abs_change"] == 1.0
-    assert moved["max_rel_change"] == pytest.approx(0.5)
+    assert moved.since == "v1"
+    assert moved.changes == {"intercept": 0.5, "x": -1.0}
+    assert moved.max_abs_change == 1.0
+    assert moved.max_rel_change == pytest.approx(0.5)
 
 
 def test_models_are_the_same_only_with_the_same_target_terms_and_intercept():
     """Drift compares like with like."""
-    other = _doc(1.0, 2.0) | {"terms": ["x", "x^2"]}
-    assert same_model(_doc(1.0, 2.0), _doc(3.0, 4.0))
-    assert not same_model(_doc(1.0, 2.0), other)
-    assert parameters(_doc(1.0, 2.0), "exact") == (["intercept", "x"], [1.0, 2.0])
+    other = _doc(1.0, 2.0, terms=["x", "x^2"])
+    assert _doc(1.0, 2.0).same_model(_doc(3.0, 4.0))
+    assert not _doc(1.0, 2.0).same_model(other)
+    assert _doc(1.0, 2.0).parameters("exact") == (["intercept", "x"], [1.0, 2.0])
 
 
 def test_summary_shows_table_verdict_statistics_drift_images_and_files():
@@ -80,12 +86,10 @@ def test_summary_shows_table_verdict_statistics_drift_images_and_files():
 def test_the_uncentered_r_squared_says_so_wherever_it_is_shown(tmp_path):
     """Without an intercept R² is the uncentered one (0.989 where the centered one is 0.888): the UI
     summary and `linreg show` label it "R² (uncentered)"; with one, plain "R²"."""
-    from tasks.publish.coefficients import r_squared_label
-
-    through_origin = _doc(1.0, 2.0) | {"intercept": False}
+    through_origin = _doc(1.0, 2.0, intercept=False)
     text = summary_markdown(through_origin, _Comparison(), "/tmp/v1", drift(None, None, through_origin), {}, [])
     assert "R² (uncentered) **0.9**" in text
-    assert r_squared_label(through_origin) == "R² (uncentered)" and r_squared_label(_doc(1.0, 2.0)) == "R²"
+    assert through_origin.r_squared_label() == "R² (uncentered)" and _doc(1.0, 2.0).r_squared_label() == "R²"
 
 
 def test_the_summary_inlines_the_very_png_bytes_of_the_version_files():
@@ -124,10 +128,10 @@ def _shown(name: str) -> str:
     return name.replace("\n", "\\n")
 
 
-def _hostile_doc() -> dict:
-    doc = _doc(1.0, 2.0, sgd=(0.9, 2.1))
+def _hostile_doc() -> Coefficients:
+    doc = _json(1.0, 2.0, sgd=(0.9, 2.1))
     doc["exact"]["coefficients"] = doc["sgd"]["coefficients"] = [float(i) for i in range(len(HOSTILE))]
-    return doc | {"target": "y<b>|*", "terms": HOSTILE}
+    return Coefficients.from_json(doc | {"target": "y<b>|*", "terms": HOSTILE})
 
 
 @pytest.mark.parametrize("name", HOSTILE)

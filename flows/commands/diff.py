@@ -26,9 +26,10 @@ import json
 import math
 from pathlib import Path
 
+from flows.commands.show import sound_version
 from tasks.errors import UserInputError
-from tasks.publish.coefficients import MODEL_KEYS, formula, parameter_names, parameter_values, r_squared_label
-from tasks.publish.reader import VersionDocs, jsonable, read_version, resolve_version
+from tasks.publish.reader import VersionDocs, jsonable, resolve_version
+from tasks.publish.schema import Coefficients
 from tasks.wording import counted
 
 NONE = "—"
@@ -44,19 +45,9 @@ def _flatten(doc: object, prefix: str = "") -> dict[str, object]:
     return flat
 
 
-def _by_name(coef: dict, block: dict | None) -> dict[str, float | None]:
-    """A {"intercept", "coefficients"} block of coefficients.json as {parameter name: value}."""
-    return dict(zip(parameter_names(coef), parameter_values(coef, block)))
-
-
 def _number(value: object) -> float | None:
     ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     return float(value) if ok else None
-
-
-def model_differences(a: dict, b: dict) -> list[str]:
-    """What makes two coefficients.json documents different models, e.g. "terms ['x'] vs ['x', 'x^2']"."""
-    return [f"{key} {a.get(key)!r} vs {b.get(key)!r}" for key in MODEL_KEYS if a.get(key) != b.get(key)]
 
 
 def parameter_changes(a: dict, b: dict) -> list[dict]:
@@ -68,16 +59,16 @@ def parameter_changes(a: dict, b: dict) -> list[dict]:
             for k in keys if (k in fa, fa.get(k)) != (k in fb, fb.get(k))]
 
 
-def coefficient_changes(a_coef: dict, b_coef: dict, block: str) -> list[dict]:
-    """One row per parameter name (A's order, then B's others) of block "exact" or "sgd"."""
-    a, b = _by_name(a_coef, a_coef.get(block)), _by_name(b_coef, b_coef.get(block))
-    se = _by_name(a_coef, (a_coef.get(block) or {}).get("std_errors"))
+def coefficient_changes(a_coef: Coefficients, b_coef: Coefficients, fit: str) -> list[dict]:
+    """One row per parameter name (A's order, then B's others) of fit "exact" or "sgd"."""
+    a, b = a_coef.by_name(getattr(a_coef, fit)), b_coef.by_name(getattr(b_coef, fit))
+    se = a_coef.by_name(getattr(a_coef, fit).get("std_errors"))
     rows = []
     for name in list(a) + [n for n in b if n not in a]:
         va, vb, se_a = _number(a.get(name)), _number(b.get(name)), _number(se.get(name))
         change = vb - va if va is not None and vb is not None else None
         row = {"parameter": name, "a": va, "b": vb, "abs_change": change}
-        if block == "exact":
+        if fit == "exact":
             row |= {"rel_change": change / abs(va) if change is not None and va else None,
                     "se_a": se_a, "se_change": change / se_a if change is not None and se_a else None}
         rows.append(row)
@@ -85,9 +76,9 @@ def coefficient_changes(a_coef: dict, b_coef: dict, block: str) -> list[dict]:
 
 
 def _side(docs: VersionDocs) -> dict:
-    data = docs.manifest.get("data") or {}
-    return {"version": docs.manifest.get("version"), "created_at": docs.manifest.get("created_at"),
-            "source": data.get("source"), "rows": data.get("rows"), "sha256": data.get("sha256")}
+    data = docs.manifest.data
+    return {"version": docs.manifest.version, "created_at": docs.manifest.created_at,
+            "source": data.source, "rows": data.rows, "sha256": data.sha256}
 
 
 def _pair(a: dict, b: dict, key: str) -> dict:
@@ -97,21 +88,21 @@ def _pair(a: dict, b: dict, key: str) -> dict:
 def compare_versions(a: VersionDocs, b: VersionDocs) -> dict:
     """The whole comparison of two sound versions, as a JSON-ready dict (pure)."""
     ca, cb = a.coefficients, b.coefficients
-    ea, eb = ca.get("exact") or {}, cb.get("exact") or {}
+    ea, eb = ca.exact, cb.exact
     side_a, side_b = _side(a), _side(b)
     return {
         "a": side_a, "b": side_b,
         "same_data": side_a["sha256"] is not None and side_a["sha256"] == side_b["sha256"],
-        "model": formula(ca),
-        "model_differences": model_differences(ca, cb),
-        "parameters": parameter_changes(a.manifest.get("parameters") or {}, b.manifest.get("parameters") or {}),
+        "model": ca.formula(),
+        "model_differences": ca.model_differences(cb),
+        "parameters": parameter_changes(a.manifest.parameters, b.manifest.parameters),
         "exact": coefficient_changes(ca, cb, "exact"),
         "sgd": coefficient_changes(ca, cb, "sgd"),
         "r_squared": _pair(ea, eb, "r_squared"),
-        "r_squared_label": r_squared_label(a.coefficients),
+        "r_squared_label": ca.r_squared_label(),
         "residual_std": _pair(ea, eb, "residual_std"),
-        "converged": _pair(a.comparison, b.comparison, "converged"),
-        "summary": _pair(a.comparison, b.comparison, "summary"),
+        "converged": {"a": a.comparison.converged, "b": b.comparison.converged},
+        "summary": {"a": a.comparison.summary, "b": b.comparison.summary},
     }
 
 
@@ -164,10 +155,7 @@ def diff_text(doc: dict) -> str:
 
 def _read(artifacts_dir: Path, version: str) -> tuple[Path, VersionDocs]:
     path = resolve_version(artifacts_dir, version)
-    docs = read_version(path)
-    if docs.damage:
-        raise UserInputError(f"{path}: damaged version ({docs.damage})")
-    return path, docs
+    return path, sound_version(path)
 
 
 def diff_report(artifacts_dir: Path, a: str, b: str, *, force: bool, as_json: bool) -> str:

@@ -9,19 +9,19 @@ from rich.console import Console
 from rich.table import Table
 
 from tasks.errors import UserInputError
-from tasks.publish.coefficients import formula, parameter_values
 from tasks.publish.reader import ARTIFACTS_ENV, list_versions, read_version
+from tasks.publish.schema import Drift
 
 
 def _num(value: object) -> str:
     return f"{value:.6g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "—"
 
 
-def _drift(drift: dict | None) -> str:
+def _drift(drift: Drift | None) -> str:
     """Largest relative change of the exact parameters since the previous version of the model."""
-    if not drift or not drift.get("since"):
+    if drift is None or not drift.since:
         return "first"
-    return f"{_num(drift.get('max_rel_change'))} since {drift['since']}"
+    return f"{_num(drift.max_rel_change)} since {drift.since}"
 
 
 def print_versions(artifacts_dir: Path) -> None:
@@ -45,12 +45,11 @@ def print_versions(artifacts_dir: Path) -> None:
             table.add_row(path.name, "—", f"damaged: {docs.damage}", *["—"] * 6)
             continue
         coef, comp, manifest = docs.coefficients, docs.comparison, docs.manifest
-        exact, sgd = coef.get("exact", {}), coef.get("sgd", {})
 
-        def params(block: dict) -> str:
-            return ", ".join(_num(v) for v in parameter_values(coef, block))
+        def params(fit: str) -> str:
+            return ", ".join(_num(v) for v in coef.parameters(fit)[1])
 
-        table.add_row(path.name, _num(manifest.get("data", {}).get("rows")), formula(coef), params(exact),
-                      params(sgd), _num(comp.get("max_rel_diff")), _num(sgd.get("epochs")),
-                      {True: "yes", False: "no"}.get(comp.get("converged"), "?"), _drift(coef.get("drift")))
+        table.add_row(path.name, _num(manifest.data.rows), coef.formula(), params("exact"), params("sgd"),
+                      _num(comp.max_rel_diff), _num(coef.sgd.get("epochs")),
+                      {True: "yes", False: "no"}.get(comp.converged, "?"), _drift(coef.drift))
     Console(width=200 if not Console().is_terminal else None).print(table)

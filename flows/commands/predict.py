@@ -15,18 +15,19 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from flows.commands.show import sound_version
 from tasks.errors import UserInputError
 from tasks.exact.predict import (MODELS, StoredModel, check_columns, critical_t, kept_names, output_columns,
                                  predict_block, stored_model)
 from tasks.ingest.load import RawBlock, open_input
 from tasks.ingest.validate import check_block
 from tasks.kernels.table import BLOCK_ROWS
-from tasks.publish.reader import hash_problem, read_version, resolve_version
+from tasks.publish.reader import hash_problem, resolve_version
+from tasks.publish.schema import DESIGN, SGD_MODEL, Coefficients, DesignRecord, SchemaError
 from tasks.tempfiles import remove_stale, temp_name
 from tasks.training.model_file import load_sgd_model
 from tasks.wording import counted
 
-DESIGN, SGD_MODEL = "design.json", "sgd_model.pt"
 OUTPUT_KINDS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 OUT_TEMP = (".predict-", ".tmp")  # the output being written, in the output's folder
 
@@ -59,16 +60,17 @@ def _sound_bytes(version: Path, files: dict, name: str) -> bytes:
     return raw
 
 
-def load_model(version: Path) -> tuple[StoredModel, dict]:
+def load_model(version: Path) -> tuple[StoredModel, Coefficients]:
     """The version's model and its coefficients.json; UserInputError when it is damaged or too old."""
-    docs = read_version(version)
-    if docs.damage:
-        raise UserInputError(f"{version}: damaged version ({docs.damage})")
+    docs = sound_version(version)
     if not (version / DESIGN).exists():
         raise UserInputError(f"{version}: no {DESIGN}: this version was written before `linreg predict` existed; "
                              "`linreg run` makes one that can predict")
-    files = docs.manifest["files"]
-    design = json.loads(_sound_bytes(version, files, DESIGN))
+    files = docs.manifest.files
+    try:
+        design = DesignRecord.from_json(json.loads(_sound_bytes(version, files, DESIGN)))
+    except (ValueError, SchemaError) as exc:  # its sha256 matched: written so, by another linreg-flow
+        raise UserInputError(f"{version}: damaged version ({exc})") from None
     state = load_sgd_model(version / SGD_MODEL, _sound_bytes(version, files, SGD_MODEL))
     return stored_model(design, docs.coefficients, state), docs.coefficients
 
@@ -153,7 +155,7 @@ def predict_command(artifacts_dir: Path, version: str, data: Path, *, out: Path 
     out_path, kind = _output(data, out)
     path = resolve_version(artifacts_dir, version)
     stored, coefficients = load_model(path)
-    alpha = coefficients["exact"]["alpha"] if alpha is None else alpha
+    alpha = coefficients.exact["alpha"] if alpha is None else alpha
     source = open_input(data)
     check_columns(source.source, source.header, stored.features)
     t = critical_t(stored, alpha)

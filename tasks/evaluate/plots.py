@@ -23,6 +23,7 @@ from prefect import task
 from tasks.exact.fit import ExactFit
 from tasks.kernels.design import Design
 from tasks.kernels.passes import Mapper, local_map
+from tasks.publish.schema import FIT_PLOT, LOSS_PLOT
 from tasks.training.train import SGDResult
 from tasks.wording import counted
 
@@ -245,4 +246,4 @@ def make_plots_task(design: Design, exact: ExactFit, sgd: SGDResult, mapper: Map
                parts: int = 1) -> dict[str, bytes]:
     """Draw fit.png (one pass over the data) and loss.png, each rendered once to PNG bytes."""
     view = fit_view(design, exact.params, sgd.params, mapper, parts)
-    return {"fit.png": png_bytes(plot_fit(design, view, exact, sgd)), "loss.png": png_bytes(plot_loss(sgd, exact.mse))}
+    return {FIT_PLOT: png_bytes(plot_fit(design, view, exact, sgd)), LOSS_PLOT: png_bytes(plot_loss(sgd, exact.mse))}

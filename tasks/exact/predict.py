@@ -23,6 +23,7 @@ from scipy import linalg, stats
 
 from tasks.errors import UserInputError
 from tasks.kernels.design import ScaledBasis, term_values
+from tasks.publish.schema import Coefficients, DesignRecord
 from tasks.training.model_file import linear_from
 
 MODELS = ("exact", "sgd")
@@ -45,19 +46,19 @@ class StoredModel:
     sgd: torch.nn.Linear  # float64, on the term values (q,)
 
 
-def stored_model(design: dict, coefficients: dict, sgd_state: dict) -> StoredModel:
+def stored_model(design: DesignRecord, coefficients: Coefficients, sgd_state: dict) -> StoredModel:
     """The model from a version's design.json, coefficients.json and sgd_model.pt (as loaded)."""
-    b = design["basis"]
-    basis = ScaledBasis(b["kind"], np.array(b["shift"], dtype=np.float64), np.array(b["scale"], dtype=np.float64),
-                        float(b["ones"]), int(b["degree"]), exact=())
-    exact = coefficients["exact"]
+    b = design.basis
+    basis = ScaledBasis(b.kind, np.array(b.shift, dtype=np.float64), np.array(b.scale, dtype=np.float64),
+                        b.ones, b.degree, exact=())
+    exact = coefficients.exact
     return StoredModel(
-        features=tuple(design["features"]), degree=int(design["degree"]), basis=basis,
-        basis_coefficients=np.array(design["basis_coefficients"], dtype=np.float64),
-        r_factor=np.array(design["r_factor"], dtype=np.float64),
+        features=design.features, degree=design.degree, basis=basis,
+        basis_coefficients=np.array(design.basis_coefficients, dtype=np.float64),
+        r_factor=np.array(design.r_factor, dtype=np.float64),
         residual_std=float(exact["residual_std"]), df_resid=int(exact["df_resid"]),
-        feature_min=np.array(design["feature_min"], dtype=np.float64),
-        feature_max=np.array(design["feature_max"], dtype=np.float64),
+        feature_min=np.array(design.feature_min, dtype=np.float64),
+        feature_max=np.array(design.feature_max, dtype=np.float64),
         sgd=linear_from(sgd_state),
     )
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from prefect import get_run_logger, task
 
 from tasks.evaluate.compare import Comparison
-from tasks.publish.coefficients import formula
 from tasks.publish.reader import jsonable
+from tasks.publish.schema import Coefficients
 from tasks.wording import counted
 
 DRIFT_EVENT = "linreg.drift.exceeded"
@@ -29,23 +29,23 @@ class Alert:
     payload: dict
 
 
-def find_alerts(doc: dict, comparison: Comparison, max_drift: float | None, version: str) -> list[Alert]:
+def find_alerts(doc: Coefficients, comparison: Comparison, max_drift: float | None, version: str) -> list[Alert]:
     """The alerts of a written version (doc: its coefficients.json); none unless max_drift is set."""
     if max_drift is None:
         return []
     found = []
-    common = {"version": version, "model": formula(doc), "target": doc["target"], "terms": list(doc["terms"]),
-              "intercept": doc["intercept"]}
-    drift = doc["drift"]
-    moved = drift.get("max_rel_change")
+    common = {"version": version, "model": doc.formula(), "target": doc.target, "terms": list(doc.terms),
+              "intercept": doc.intercept}
+    drift = doc.drift
+    moved = drift.max_rel_change if drift is not None else None
     if moved is not None and moved > max_drift:
         found.append(Alert(
             DRIFT_EVENT,
-            f"drift {moved:.3g} above --max-drift {max_drift:g} since {drift['since']}",
-            common | {"max_drift": max_drift, "max_rel_change": moved, "max_abs_change": drift.get("max_abs_change"),
-                      "since": drift["since"], "changes": drift.get("changes")}))
+            f"drift {moved:.3g} above --max-drift {max_drift:g} since {drift.since}",
+            common | {"max_drift": max_drift, "max_rel_change": moved, "max_abs_change": drift.max_abs_change,
+                      "since": drift.since, "changes": drift.changes}))
     if not comparison.converged:
-        sgd = doc["sgd"]
+        sgd = doc.sgd
         found.append(Alert(
             NOT_CONVERGED_EVENT,
             f"SGD did not converge: max relative difference {comparison.max_rel_diff:.3g} from the exact fit "

@@ -21,6 +21,8 @@ from tasks.kernels import rational as rq
 from tasks.kernels.design import Design
 from tasks.kernels.tsqr import Geometry
 from tasks.publish.reader import nulled
+from tasks.publish.schema import (COEFFICIENTS, COMPARISON, DESIGN, LOSS_HISTORY, SGD_MODEL, BasisRecord, Coefficients,
+                                  DataRecord, DesignRecord, Manifest, tagged)
 from tasks.training.model_file import sgd_model_bytes
 from tasks.training.train import SGDResult
 
@@ -39,53 +41,50 @@ def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison
     1 - alpha, and cov_params) and SGD side by side."""
     stats = infer(exact, design.n, alpha)
     k = design.intercept
-    return nulled({
-        "target": design.target,
-        "terms": list(design.term_names),
-        "intercept": design.intercept,
-        "exact": {
-            "intercept": exact.intercept,
-            "coefficients": list(exact.coefficients),
-            "std_errors": {"intercept": exact.se_intercept, "coefficients": list(exact.se_coefficients)},
-            "r_squared": exact.r_squared,
-            "adj_r_squared": exact.adj_r_squared,
-            "residual_std": exact.residual_std,
-            "rss": exact.rss,
-            "dof": exact.dof,
-            "condition_number": exact.condition_number,
-            "condition_number_scaled": exact.condition_number_scaled,
-            "t_values": _split(stats.t_values, k),
-            "p_values": _split(stats.p_values, k),
-            "conf_int": _split(stats.conf_int, k),
-            "alpha": stats.alpha,
-            "f_statistic": stats.f_statistic,
-            "f_pvalue": stats.f_pvalue,
-            "log_likelihood": stats.log_likelihood,
-            "aic": stats.aic,
-            "bic": stats.bic,
-            "df_model": stats.df_model,
-            "df_resid": stats.df_resid,
-            "cov_params": [list(row) for row in exact.cov_params],
-            "refinement_steps": exact.refinement_steps,
-            "warnings": list(exact.notes),
-        },
-        "sgd": {
-            "intercept": sgd.intercept,
-            "coefficients": list(sgd.coefficients),
-            "epochs": sgd.epochs,
-            "final_loss": sgd.final_loss,
-            "converged": comparison.converged,
-            "stop_reason": sgd.stop_reason,
-            "distance_estimate": sgd.distance,
-            "distance_floor": sgd.distance_floor,
-            "optimizer": sgd.optimizer,
-            "precondition": sgd.precondition,
-            "lr": sgd.lr,
-            "momentum": sgd.momentum,
-            "device": sgd.device,
-            "dtype": sgd.dtype,
-        },
-    }, {"exact": _exact_reason(exact), "sgd": _sgd_reason(sgd.stop_reason, sgd.epochs)})
+    exact_block = {
+        "intercept": exact.intercept,
+        "coefficients": list(exact.coefficients),
+        "std_errors": {"intercept": exact.se_intercept, "coefficients": list(exact.se_coefficients)},
+        "r_squared": exact.r_squared,
+        "adj_r_squared": exact.adj_r_squared,
+        "residual_std": exact.residual_std,
+        "rss": exact.rss,
+        "dof": exact.dof,
+        "condition_number": exact.condition_number,
+        "condition_number_scaled": exact.condition_number_scaled,
+        "t_values": _split(stats.t_values, k),
+        "p_values": _split(stats.p_values, k),
+        "conf_int": _split(stats.conf_int, k),
+        "alpha": stats.alpha,
+        "f_statistic": stats.f_statistic,
+        "f_pvalue": stats.f_pvalue,
+        "log_likelihood": stats.log_likelihood,
+        "aic": stats.aic,
+        "bic": stats.bic,
+        "df_model": stats.df_model,
+        "df_resid": stats.df_resid,
+        "cov_params": [list(row) for row in exact.cov_params],
+        "refinement_steps": exact.refinement_steps,
+        "warnings": list(exact.notes),
+    }
+    sgd_block = {
+        "intercept": sgd.intercept,
+        "coefficients": list(sgd.coefficients),
+        "epochs": sgd.epochs,
+        "final_loss": sgd.final_loss,
+        "converged": comparison.converged,
+        "stop_reason": sgd.stop_reason,
+        "distance_estimate": sgd.distance,
+        "distance_floor": sgd.distance_floor,
+        "optimizer": sgd.optimizer,
+        "precondition": sgd.precondition,
+        "lr": sgd.lr,
+        "momentum": sgd.momentum,
+        "device": sgd.device,
+        "dtype": sgd.dtype,
+    }
+    doc = Coefficients(design.target, tuple(design.term_names), design.intercept, exact_block, sgd_block)
+    return nulled(doc.to_json(), {"exact": _exact_reason(exact), "sgd": _sgd_reason(sgd.stop_reason, sgd.epochs)})
 
 
 def _exact_reason(exact: ExactFit) -> str:
@@ -109,21 +108,17 @@ def design_doc(design: Design, geometry: Geometry, exact: ExactFit) -> dict:
     beta = [Fraction(float(v)) for v in exact.params]
     c = rq.matvec(rq.upper_inverse(basis.exact), beta)
     features = design.stats.column(slice(1, None))  # the raw predictor columns (target first)
-    return {
-        "format": "linreg-flow/design/1",
-        "target": design.target,
-        "features": list(design.names),
-        "terms": list(design.term_names),
-        "degree": design.degree,
-        "intercept": design.intercept,
-        "rows": design.n,
-        "basis": {"kind": basis.kind, "shift": [float(v) for v in basis.shift],
-                  "scale": [float(v) for v in basis.scale], "ones": float(basis.ones), "degree": basis.degree},
-        "basis_coefficients": [float(v) for v in c],
-        "r_factor": [[float(v) for v in row] for row in geometry.R],
-        "feature_min": [float(v) for v in features.min],
-        "feature_max": [float(v) for v in features.max],
-    }
+    return DesignRecord(
+        target=design.target, features=tuple(design.names), terms=tuple(design.term_names), degree=design.degree,
+        intercept=design.intercept, rows=design.n,
+        basis=BasisRecord(basis.kind, _floats(basis.shift), _floats(basis.scale), float(basis.ones), basis.degree),
+        basis_coefficients=_floats(c), r_factor=tuple(_floats(row) for row in geometry.R),
+        feature_min=_floats(features.min), feature_max=_floats(features.max),
+    ).to_json()
+
+
+def _floats(values) -> tuple[float, ...]:
+    return tuple(float(v) for v in values)
 
 
 def comparison_doc(comparison: Comparison) -> dict:
@@ -143,7 +138,7 @@ def comparison_doc(comparison: Comparison) -> dict:
             "SGD reached the exact fit: no more epochs are needed" if comparison.converged else
             "SGD diverged: no rate to extrapolate" if comparison.stop_reason == "diverged" else
             "fewer than 10 recorded epochs above the exact fit's loss: no rate to measure")
-    return nulled(doc, reasons)
+    return tagged(COMPARISON, nulled(doc, reasons))
 
 
 def loss_history_parquet(sgd: SGDResult) -> bytes:
@@ -168,11 +163,9 @@ def environment() -> dict:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions}
 
 
-def manifest_doc(parameters: dict, data: dict, timings: dict[str, float], device: str) -> dict:
+def manifest_doc(parameters: dict, data: DataRecord, timings: dict[str, float], device: str) -> Manifest:
     """manifest.json without version, created_at and files, which the writer adds."""
-    env = environment()
-    env["device"] = device
-    return {"data": data, "parameters": parameters, "environment": env, "timings": timings}
+    return Manifest(data, parameters, environment() | {"device": device}, timings)
 
 
 @task(name="build-documents")
@@ -180,9 +173,9 @@ def build_documents_task(design, geometry, exact, sgd, comparison, alpha: float)
     """coefficients.json (its drift is added as it is written), comparison.json, loss_history.parquet,
     design.json and sgd_model.pt."""
     return {
-        "coefficients.json": coefficients_doc(design, exact, sgd, comparison, alpha),
-        "comparison.json": comparison_doc(comparison),
-        "loss_history.parquet": loss_history_parquet(sgd),
-        "design.json": design_doc(design, geometry, exact),
-        "sgd_model.pt": sgd_model_bytes(design, sgd),
+        COEFFICIENTS: coefficients_doc(design, exact, sgd, comparison, alpha),
+        COMPARISON: comparison_doc(comparison),
+        LOSS_HISTORY: loss_history_parquet(sgd),
+        DESIGN: design_doc(design, geometry, exact),
+        SGD_MODEL: sgd_model_bytes(design, sgd),
     }

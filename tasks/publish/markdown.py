@@ -13,7 +13,7 @@ from urllib.parse import quote
 
 if TYPE_CHECKING:  # only for annotations: the summary's readers (linreg show) need no torch
     from tasks.evaluate.compare import Comparison
-from tasks.publish.coefficients import parameter_values, parameters, r_squared_label
+from tasks.publish.schema import Coefficients, Drift
 from tasks.wording import counted
 
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
@@ -58,31 +58,30 @@ def _fmt(value: float | None) -> str:
     return "—" if value is None or not math.isfinite(value) else f"{value:.10g}"
 
 
-def _flat(doc: dict, field: str) -> list:
+def _flat(doc: Coefficients, field: str) -> list:
     """An exact-fit {"intercept", "coefficients"} field as one list in parameter order (None where
     absent, e.g. a document written before the field existed)."""
-    values = parameter_values(doc, doc["exact"].get(field))
+    values = doc.values(doc.exact.get(field))
     return [(None, None) if field == "conf_int" and v is None else v for v in values]
 
 
-def summary_markdown(doc: dict, comparison: Comparison, version_path: str, moved: dict,
+def summary_markdown(doc: Coefficients, comparison: Comparison, version_path: str, moved: Drift,
                      images: dict[str, bytes], files: list[str], alerts: tuple[str, ...] = ()) -> str:
     """The run's summary: coefficients side by side, verdict, fit statistics, drift, plots, files.
 
     images: file name -> PNG bytes, shown inline; alerts: their messages, which fill the first line.
     """
-    exact, sgd = doc["exact"], doc["sgd"]
-    names, ex = parameters(doc, "exact")
-    _, sg = parameters(doc, "sgd")
-    changes = moved["changes"] or {}
+    exact, sgd = doc.exact, doc.sgd
+    names, ex = doc.parameters("exact")
+    _, sg = doc.parameters("sgd")
+    changes = moved.changes or {}
     verdict = "converged" if comparison.converged else "not converged"
     inference = [_flat(doc, field) for field in ("std_errors", "t_values", "p_values", "conf_int")]
-    alpha = exact.get("alpha", 0.05)
-    ci = f"{100 * (1 - alpha):g}% interval"
-    terms = ["1"] * doc["intercept"] + [escape_markdown(t) for t in doc["terms"]]
+    ci = f"{100 * (1 - exact['alpha']):g}% interval"
+    terms = ["1"] * doc.intercept + [escape_markdown(t) for t in doc.terms]
     lines = [f"**ALERT: {escape_markdown('; '.join(alerts))}.**", ""] if alerts else []
     lines += [
-        f"# {escape_markdown(doc['target'])} ~ {' + '.join(terms)}",
+        f"# {escape_markdown(doc.target)} ~ {' + '.join(terms)}",
         "",
         f"**Verdict: {verdict}.** {comparison.summary}.",
         "",
@@ -94,16 +93,16 @@ def summary_markdown(doc: dict, comparison: Comparison, version_path: str, moved
         diff = abs(b - a) if a is not None and b is not None else None
         lines.append(f"| {escape_markdown(name)} | {_fmt(a)} | {_fmt(se)} | {_fmt(t)} | {_fmt(p)} "
                      f"| {_fmt(lo)} to {_fmt(hi)} | {_fmt(b)} | {_fmt(diff)} | {_fmt(changes.get(name))} |")
-    since = (f"drift since {escape_markdown(moved['since'])}: largest relative change "
-             f"{_fmt(moved['max_rel_change'])}"
-             if moved["since"] else "first version of this model: no drift yet")
+    since = (f"drift since {escape_markdown(moved.since)}: largest relative change "
+             f"{_fmt(moved.max_rel_change)}"
+             if moved.since else "first version of this model: no drift yet")
     lines += [
         "",
-        f"- {r_squared_label(doc)} **{_fmt(exact['r_squared'])}**, adjusted {_fmt(exact['adj_r_squared'])}, "
+        f"- {doc.r_squared_label()} **{_fmt(exact['r_squared'])}**, adjusted {_fmt(exact['adj_r_squared'])}, "
         f"residual SD {_fmt(exact['residual_std'])}",
         f"- F {_fmt(exact.get('f_statistic'))} (p {_fmt(exact.get('f_pvalue'))}), log-likelihood "
         f"{_fmt(exact.get('log_likelihood'))}, AIC {_fmt(exact.get('aic'))}, BIC {_fmt(exact.get('bic'))}, "
-        f"{exact.get('df_resid', exact.get('dof'))} residual degrees of freedom",
+        f"{exact['df_resid']} residual degrees of freedom",
         f"- condition number {_fmt(exact['condition_number'])} (scaled design "
         f"{_fmt(exact['condition_number_scaled'])})",
         f"- SGD: {sgd['optimizer']}, lr {_fmt(sgd['lr'])}, {counted(sgd['epochs'], 'epoch')} ({sgd['stop_reason']}), "
@@ -119,14 +118,14 @@ def summary_markdown(doc: dict, comparison: Comparison, version_path: str, moved
     return "\n".join(lines)
 
 
-def table_rows(doc: dict, comparison: Comparison, version: str, moved: dict) -> list[dict]:
+def table_rows(doc: Coefficients, comparison: Comparison, version: str, moved: Drift) -> list[dict]:
     """One row per parameter for the Prefect table artifact (its history is the trend).
 
     The UI renders string cells as markdown (numbers and booleans as plain text): names are escaped.
     """
-    names, ex = parameters(doc, "exact")
-    _, sg = parameters(doc, "sgd")
-    changes = moved["changes"] or {}
+    names, ex = doc.parameters("exact")
+    _, sg = doc.parameters("sgd")
+    changes = moved.changes or {}
     return [
         {"version": escape_markdown(version), "parameter": escape_markdown(n), "exact": a, "sgd": b,
          "change_since_previous": changes.get(n), "converged": comparison.converged}

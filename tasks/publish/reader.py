@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from tasks.errors import UserInputError
+from tasks.publish.schema import (COEFFICIENTS, COMPARISON, LATEST, MANIFEST, Coefficients, ComparisonRecord, Manifest,
+                                  SchemaError)
 
-LATEST = "latest"
 # The environment variable that is the default of --artifacts-dir for every verb.
 ARTIFACTS_ENV = "LINREG_ARTIFACTS_DIR"
 
@@ -96,25 +97,32 @@ def list_versions(artifacts_dir: Path) -> list[Path]:
 
 @dataclass(frozen=True)
 class VersionDocs:
-    """The JSON documents of one version folder; `damage` says why it cannot be trusted (None: sound)."""
+    """The JSON documents of one version folder; `damage` says why it cannot be trusted (None: sound,
+    and then every document is there)."""
 
-    manifest: dict
-    coefficients: dict
-    comparison: dict
+    manifest: Manifest | None
+    coefficients: Coefficients | None
+    comparison: ComparisonRecord | None
     damage: str | None
 
 
-def _load(file: Path) -> tuple[dict, bytes, str | None]:
-    """A JSON object from file, its bytes, and what is wrong with it (None: nothing)."""
+def _load(file: Path) -> tuple[object, bytes, str | None]:
+    """The JSON value in file, its bytes, and what is wrong with it (None: nothing)."""
     try:
         raw = file.read_bytes()
     except OSError as exc:
-        return {}, b"", f"{file.name} unreadable ({exc.strerror})"
+        return None, b"", f"{file.name} unreadable ({exc.strerror})"
     try:
-        doc = json.loads(raw)
+        return json.loads(raw), raw, None
     except ValueError as exc:
-        return {}, raw, f"{file.name} is not valid JSON ({exc})"
-    return (doc, raw, None) if isinstance(doc, dict) else ({}, raw, f"{file.name} is not a JSON object")
+        return None, raw, f"{file.name} is not valid JSON ({exc})"
+
+
+def _parse(kind, name: str, doc: object) -> tuple[object, str | None]:
+    try:
+        return kind.from_json(doc), None
+    except SchemaError as exc:
+        return None, str(exc)
 
 
 def hash_problem(recorded: dict, name: str, raw: bytes) -> str | None:
@@ -127,14 +135,20 @@ def hash_problem(recorded: dict, name: str, raw: bytes) -> str | None:
 
 
 def read_version(path: Path) -> VersionDocs:
-    """Read manifest, coefficients and comparison; each must parse and match its sha256 in the manifest."""
-    manifest, _, damage = _load(path / "manifest.json")
-    recorded = manifest.get("files") if isinstance(manifest.get("files"), dict) else {}
+    """Read manifest, coefficients and comparison; each must parse as its document and match its sha256
+    in the manifest."""
+    doc, _, damage = _load(path / MANIFEST)
+    manifest, problem = _parse(Manifest, MANIFEST, doc) if damage is None else (None, None)
+    damage = damage or problem
+    recorded = manifest.files if manifest is not None else {}
     docs = {}
-    for name in ("coefficients.json", "comparison.json"):
-        docs[name], raw, problem = _load(path / name)
-        damage = damage or problem or hash_problem(recorded, name, raw)
-    return VersionDocs(manifest, docs["coefficients.json"], docs["comparison.json"], damage)
+    for kind, name in ((Coefficients, COEFFICIENTS), (ComparisonRecord, COMPARISON)):
+        doc, raw, problem = _load(path / name)
+        docs[name], invalid = _parse(kind, name, doc) if problem is None else (None, None)
+        damage = damage or problem or hash_problem(recorded, name, raw) or invalid
+    if damage:
+        return VersionDocs(None, None, None, damage)
+    return VersionDocs(manifest, docs[COEFFICIENTS], docs[COMPARISON], None)
 
 
 def resolve_version(artifacts_dir: Path, version: str) -> Path:
@@ -142,7 +156,7 @@ def resolve_version(artifacts_dir: Path, version: str) -> Path:
     UserInputError when absent or ambiguous."""
     candidates = [Path(version), artifacts_dir / version]
     for path in candidates:
-        if path.is_dir() and (path / "manifest.json").exists():
+        if path.is_dir() and (path / MANIFEST).exists():
             return path.resolve()
     if version == LATEST:
         raise UserInputError(f"option --artifacts-dir: {artifacts_dir.resolve()} holds no version yet "

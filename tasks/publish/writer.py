@@ -15,9 +15,10 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks.errors import retry_unless_user_error
 from tasks.faults import crash_point
-from tasks.publish.coefficients import drift, same_model
+from tasks.publish.drift import drift
 from tasks.publish.markdown import summary_markdown, table_rows
-from tasks.publish.reader import LATEST, list_versions, nulled, read_version
+from tasks.publish.reader import list_versions, nulled, read_version
+from tasks.publish.schema import COEFFICIENTS, LATEST, MANIFEST, Coefficients, Manifest
 from tasks.tempfiles import exclusive_lock, remove_stale, temp_name
 
 SUMMARY_KEY = "linreg-summary"
@@ -39,12 +40,12 @@ def dumps(doc: dict) -> bytes:
     return (json.dumps(nulled(doc), indent=2, allow_nan=False) + "\n").encode()
 
 
-def previous_version(versions: list[Path], model: dict) -> tuple[str | None, dict | None]:
+def previous_version(versions: list[Path], model: Coefficients) -> tuple[str | None, Coefficients | None]:
     """The newest sound one of versions (oldest first) of the same model (target, terms, intercept):
     its name and coefficients."""
     for path in reversed(versions):
         docs = read_version(path)
-        if docs.damage is None and same_model(docs.coefficients, model):
+        if docs.damage is None and docs.coefficients.same_model(model):
             return path.name, docs.coefficients
     return None, None
 
@@ -73,8 +74,8 @@ def _write_synced(path: Path, data: bytes) -> None:
         os.fsync(handle.fileno())
 
 
-def write_version(artifacts_dir: Path, sha256: str, files: dict[str, bytes], coefficients: dict,
-                  manifest: dict) -> tuple[Path, dict]:
+def write_version(artifacts_dir: Path, sha256: str, files: dict[str, bytes], coefficients: Coefficients,
+                  manifest: Manifest) -> tuple[Path, Coefficients]:
     """Write a version folder; return its path and coefficients.json as written (with drift).
 
     The big files go into a hidden temp folder first. Then, under the lock, the newest sound version
@@ -94,14 +95,13 @@ def write_version(artifacts_dir: Path, sha256: str, files: dict[str, bytes], coe
         with exclusive_lock(artifacts_dir / ".lock"):
             versions = list_versions(artifacts_dir)
             since, previous = previous_version(versions, coefficients)
-            doc = dict(coefficients, drift=drift(previous, since, coefficients))
-            files = files | {"coefficients.json": dumps(doc)}
-            _write_synced(tmp / "coefficients.json", files["coefficients.json"])
+            doc = coefficients.with_drift(drift(previous, since, coefficients))
+            files = files | {COEFFICIENTS: dumps(doc.to_json())}
+            _write_synced(tmp / COEFFICIENTS, files[COEFFICIENTS])
             now = _next_time(versions, datetime.now(timezone.utc))
             name = version_name(sha256, now)
-            _write_synced(tmp / "manifest.json", dumps(dict(
-                manifest, version=name, created_at=now.isoformat(),
-                files={n: hashlib.sha256(d).hexdigest() for n, d in files.items()})))
+            _write_synced(tmp / MANIFEST, dumps(manifest.named(
+                name, now.isoformat(), {n: hashlib.sha256(d).hexdigest() for n, d in files.items()}).to_json()))
             os.rename(tmp, artifacts_dir / name)  # atomic; the name is newer than every other
             crash_point("renamed")
             _point_latest(artifacts_dir, name)
@@ -126,26 +126,27 @@ class WrittenVersion:
     """A version folder as written: its absolute path and its coefficients.json (with drift)."""
 
     path: str
-    coefficients: dict
+    coefficients: Coefficients
 
 
 @task(name="write-artifacts", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
 def write_artifacts_task(artifacts_dir: str, sha256: str, documents: dict[str, bytes | dict],
-                    manifest: dict) -> WrittenVersion:
+                         manifest: Manifest) -> WrittenVersion:
     """Write the version directory, with the drift since the newest version of the same model."""
-    files = {name: _as_bytes(value) for name, value in documents.items() if name != "coefficients.json"}
-    path, doc = write_version(Path(artifacts_dir), sha256, files, documents["coefficients.json"], manifest)
+    files = {name: _as_bytes(value) for name, value in documents.items() if name != COEFFICIENTS}
+    coefficients = Coefficients.from_json(documents[COEFFICIENTS])
+    path, doc = write_version(Path(artifacts_dir), sha256, files, coefficients, manifest)
     return WrittenVersion(str(path), doc)
 
 
 @task(name="publish-summary", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
-def publish_summary_task(doc: dict, comparison, version_path: str, images: dict[str, bytes],
-                    alerts: tuple[str, ...] = ()) -> None:
+def publish_summary_task(doc: Coefficients, comparison, version_path: str, images: dict[str, bytes],
+                         alerts: tuple[str, ...] = ()) -> None:
     """Show the run's summary (with its plots inline) and coefficient table in the Prefect UI.
 
     images: file name -> the PNG bytes written to the version folder (rendered once); alerts: the
     messages of the run's alerts, the summary's first line.
     """
     files = sorted(p.name for p in Path(version_path).iterdir())
-    markdown = summary_markdown(doc, comparison, version_path, doc["drift"], images, files, alerts)
-    publish_to_prefect(markdown, table_rows(doc, comparison, Path(version_path).name, doc["drift"]))
+    markdown = summary_markdown(doc, comparison, version_path, doc.drift, images, files, alerts)
+    publish_to_prefect(markdown, table_rows(doc, comparison, Path(version_path).name, doc.drift))
