@@ -19,7 +19,7 @@ from tasks.evaluate.plots import make_plots_task
 from tasks.exact.fit import fit_exact_task
 from tasks.faults import crash_point
 from tasks.ingest.prepare import Prepared, prepare_data_task
-from tasks.kernels.passes import local_map
+from tasks.kernels.passes import LOCAL, Passes
 from tasks.publish.alerts import emit_alerts_task, find_alerts
 from tasks.publish.documents import build_documents_task, manifest_doc
 from tasks.publish.reader import jsonable
@@ -36,15 +36,15 @@ def _timed(timings: dict[str, float], stage: str):
     timings[stage] = time.perf_counter() - start
 
 
-def _pass_mapper():
-    """(mapper, parts): passes run part by part on a Dask task runner (--dask), in one piece on any
-    other (distributed is imported only then: it costs a second and more)."""
+def _passes() -> Passes:
+    """Passes run part by part on a Dask task runner (--dask), in one piece on any other
+    (distributed is imported only then: it costs a second and more)."""
     runner = FlowRunContext.get().task_runner
     if type(runner).__name__ != "DaskTaskRunner":
-        return local_map, 1
+        return LOCAL
     from flows.dask import parts_for, task_map
 
-    return task_map, parts_for(runner)
+    return Passes(task_map, parts_for(runner))
 
 
 @flow(name="linreg-regression", description="Exact least squares against torch gradient descent.")
@@ -67,17 +67,16 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
     crash_point("loaded")
     design = data.design(config.model)
     # On a Dask task runner every pass runs part by part on the cluster; elsewhere in one piece.
-    mapper, parts = _pass_mapper()
+    passes = _passes()
     # The exact fit and the training are independent: run them side by side.
-    exact_future = fit_exact_task.submit(design, data.geometry, mapper, parts)
-    sgd_future = train_sgd_task.submit(design, config.train, data.geometry, config.converged_rtol,
-                                       mapper, parts)
+    exact_future = fit_exact_task.submit(design, data.geometry, passes)
+    sgd_future = train_sgd_task.submit(design, config.train, data.geometry, config.converged_rtol, passes)
     exact, sgd = exact_future.result(), sgd_future.result()
     timings["exact"], timings["sgd"] = exact.seconds, sgd.seconds
     with _timed(timings, "compare"):
-        comparison = compare_fits_task(design, exact, sgd, config.converged_rtol, mapper, parts)
+        comparison = compare_fits_task(design, exact, sgd, config.converged_rtol, passes)
     with _timed(timings, "plots"):
-        images = make_plots_task(design, exact, sgd, mapper, parts)
+        images = make_plots_task(design, exact, sgd, passes)
     documents = build_documents_task(design, data.geometry, exact, sgd, comparison, config.alpha)
     manifest = manifest_doc(
         parameters=jsonable(config.model_dump(mode="json")),

@@ -17,6 +17,7 @@ import pytest
 
 from tasks.exact.fit import IllConditionedWarning, fit_exact
 from tasks.kernels.design import Design
+from tasks.kernels.passes import Passes
 from tests.helpers import NIST_NAMES, lre, make_design, nist_design
 from tests.test_exact_streaming import READERS, reread
 
@@ -139,7 +140,7 @@ def test_nist_fit_is_the_exact_rational_solution_of_the_parsed_data(name, reader
     design, beta = _nist(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IllConditionedWarning)
-        fit = fit_exact(reread(design, reader, tmp_path), parts=3)
+        fit = fit_exact(reread(design, reader, tmp_path), passes=Passes(parts=3))
     assert min(lre(float(q), c) for q, c in zip(fit.params, beta)) >= 14.5
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from tasks.evaluate.compare import WELL_CONDITIONED, compare_fits, estimate_epochs_needed
 from tasks.exact.fit import fit_exact
+from tasks.kernels.passes import Passes
 from tasks.training.train import SGDResult
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y, make_design, tutorial_design
 
@@ -154,7 +155,7 @@ def test_sgd_mse_is_the_exact_mean_of_squared_residuals_in_any_blocks_and_parts(
                 for row, t in zip(rows, TUTORIAL_Y)) / len(x)
     small = dataclasses.replace(design, table=dataclasses.replace(design.table, block_rows=3))
     for d, mapper, parts in ((design, None, 1), (small, _pickling_map, 3)):
-        kwargs = {} if mapper is None else {"mapper": mapper, "parts": parts}
+        kwargs = {} if mapper is None else {"passes": Passes(mapper, parts)}
         comparison = compare_fits(d, exact, _sgd(params), rtol=1e-6, **kwargs)
         assert abs(comparison.sgd_mse - float(truth)) <= 2 * 2.0**-52 * float(truth)
 

@@ -30,6 +30,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from flows.dask import parts_for, task_map, task_runner
 from tasks.errors import UserInputError
 from tasks.kernels.design import Design, scaled_basis
+from tasks.kernels.passes import Passes
 from tasks.kernels.table import ArrayTable, ParquetTable
 from tasks.kernels.tsqr import Geometry, design_geometry, partial_geometry
 
@@ -74,7 +75,7 @@ def _geometry_with_pids(path: str, degree: int = 1) -> tuple[Geometry, list[int]
         pids.extend(pid for pid, _ in results)
         return [result for _, result in results]
 
-    return design_geometry(_parquet_design(path, degree), mapper=mapper, parts=4), pids
+    return design_geometry(_parquet_design(path, degree), passes=Passes(mapper, 4)), pids
 
 
 def _refuse(row: int) -> None:

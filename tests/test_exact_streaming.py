@@ -21,7 +21,7 @@ import pytest
 from tasks.exact.fit import fit_exact
 from tasks.kernels import ddarith as dd
 from tasks.kernels.design import Design
-from tasks.kernels.passes import local_map
+from tasks.kernels.passes import Passes, local_map
 from tasks.kernels.refine import residual_sum_squares
 from tasks.kernels.table import ColumnStats, ParquetTable, stats_of
 from tasks.kernels.tsqr import design_geometry
@@ -105,7 +105,7 @@ def test_residual_sum_squares_is_the_rational_rss_of_the_params(reader, degree, 
     y = np.abs(X.sum(axis=1)) ** 1.5 / 30 + rng.normal(size=n)
     design = reread(make_design(X, y, degree=degree), reader, tmp_path)
     for params in (design_geometry(design).initial_solution(), np.arange(1.0, design.n_params + 1)):
-        got = residual_sum_squares(design, params, parts=3)
+        got = residual_sum_squares(design, params, Passes(parts=3))
         expected = _exact_rss(design, params)
         assert abs(Fraction(got) - expected) <= 1e-15 * expected
 
@@ -120,7 +120,7 @@ def test_streamed_fit_equals_the_in_memory_fit(reader, degree, tmp_path):
     X = rng.normal(size=(n, 3)) * [1, 10, 0.1] + [5, -20, 300] if degree == 1 else rng.uniform(1, 3, size=n)
     y = (X @ [1.5, -0.2, 3.0] if degree == 1 else 2 * X**3 - X) + rng.normal(size=n)
     whole = fit_exact(make_design(X, y, degree=degree))
-    streamed = fit_exact(reread(make_design(X, y, degree=degree), reader, tmp_path), parts=3)
+    streamed = fit_exact(reread(make_design(X, y, degree=degree), reader, tmp_path), passes=Passes(parts=3))
     np.testing.assert_allclose(streamed.params, whole.params, rtol=1e-14)
     se = lambda f: ((f.se_intercept,) + f.se_coefficients)  # noqa: E731
     np.testing.assert_allclose(se(streamed), se(whole), rtol=1e-12)
@@ -136,10 +136,10 @@ def test_a_straight_line_fit_costs_one_tsqr_pass_and_one_double_double_pass():
     design = Design.from_arrays(X, X @ [1.0, 2.0, -1.0, 0.5] + rng.normal(size=500), ("a", "b", "c", "d"),
                                 block_rows=64)
     calls: list[int] = []
-    fit = fit_exact(design, mapper=_counting(calls), parts=3)
+    fit = fit_exact(design, passes=Passes(_counting(calls), 3))
     assert calls == [3, 3]  # the TSQR pass, then one refinement pass
     calls.clear()
-    again = fit_exact(design, design_geometry(design), mapper=_counting(calls), parts=3)
+    again = fit_exact(design, design_geometry(design), Passes(_counting(calls), 3))
     assert calls == [3]
     assert again.params.tolist() == fit.params.tolist()
     # The RSS of the last step (algebra) is the rational RSS of the fit's solution.

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from tasks.exact.fit import IllConditionedWarning, fit_exact
+from tasks.kernels.passes import Passes
 from tests.helpers import NIST_DIR, lre, nist_design, nist_meta
 from tests.prefect_server import BIN, cli_env
 from tests.test_exact_streaming import reread
@@ -89,6 +90,6 @@ def test_nist_certified_values_when_streamed_in_3_row_blocks(name, reader, tmp_p
     design = nist_design(name)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IllConditionedWarning)
-        fit = fit_exact(reread(design, reader, tmp_path), parts=3)
+        fit = fit_exact(reread(design, reader, tmp_path), passes=Passes(parts=3))
     ses = ([fit.se_intercept] if design.intercept else []) + list(fit.se_coefficients)
     assert_certified(name, fit.params.tolist(), ses, fit.residual_std, fit.r_squared)

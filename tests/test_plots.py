@@ -17,6 +17,7 @@ from tasks.config import TrainConfig
 from tasks.evaluate.plots import (BINS, LOSS_POINTS, POINTS_MAX, FitView, ViewSpec, fit_view, make_plots_task, plot_fit,
                                   plot_loss, png_bytes, view_part, view_spec)
 from tasks.exact.fit import fit_exact
+from tasks.kernels.passes import Passes
 from tasks.kernels.table import ParquetTable, stats_of
 from tasks.training.train import train_sgd
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y, make_design, tutorial_design
@@ -65,7 +66,7 @@ def test_the_view_counts_every_row_once_whatever_the_blocks_and_parts(p):
     exact, sgd = _fits(design)
     whole = fit_view(design, exact.params, sgd.params)
     small = dataclasses.replace(design, table=dataclasses.replace(design.table, block_rows=3))
-    parted = fit_view(small, exact.params, sgd.params, mapper=_pickling_map, parts=3)
+    parted = fit_view(small, exact.params, sgd.params, Passes(_pickling_map, 3))
 
     s = whole.spec
     u, v = (X[:, 0], y) if p == 1 else (y, design.matrix() @ exact.params)
@@ -96,7 +97,7 @@ def test_a_parquet_table_in_row_groups_of_3_gives_the_same_view(tmp_path):
     table = ParquetTable(str(path), columns, 100, None, block_rows=3)
     streamed = dataclasses.replace(design, table=dataclasses.replace(table, stats=stats_of(table.blocks(), 4)))
     whole = fit_view(design, exact.params, sgd.params)
-    parted = fit_view(streamed, exact.params, sgd.params, mapper=_pickling_map, parts=3)
+    parted = fit_view(streamed, exact.params, sgd.params, Passes(_pickling_map, 3))
     assert np.array_equal(parted.counts, whole.counts) and parted.n == 100
     np.testing.assert_allclose(parted.points, whole.points, rtol=0, atol=1e-13 * np.abs(y).max())
 

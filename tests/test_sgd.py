@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from tasks.config import TrainConfig
 from tasks.exact.fit import fit_exact
+from tasks.kernels.passes import Passes
 from tasks.training.train import train_sgd
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y, make_design, max_rel_error, tutorial_design
 
@@ -519,7 +520,7 @@ def test_the_passes_over_the_rows_are_those_of_the_explicit_rows(rows):
     ref = torch.tensor([0.1, 0.4, -0.5], dtype=torch.float64)
     grad, mapper = torch.zeros(3, dtype=torch.float64), _PicklingMap()
     data = (HeldRows(design, coords.row_map, theta_y, grad, slots=4) if rows == "held" else
-            StreamedRows(design, coords.row_map, theta_y, grad, *((mapper, 3) if "parts" in rows else ())))
+            StreamedRows(design, coords.row_map, theta_y, grad, *((Passes(mapper, 3),) if "parts" in rows else ())))
     Ay = _rows(coords)
     A, ys = Ay[:, :-1], Ay[:, -1]
     r1, r0 = A @ theta_y[:3].numpy() - ys, A @ ref.numpy() - ys
@@ -559,7 +560,7 @@ def test_streamed_full_batch_training_over_3_pickled_parts_equals_one_part(monke
     monkeypatch.setattr(tasks.training.train, "MEMORY_BUDGET", 0)
     design, cfg = _two_feature_design(block_rows=3), TrainConfig(optimizer=optimizer, epochs=30, tol=0, device="cpu")
     one, mapper = train_sgd(design, cfg), _PicklingMap()
-    three = train_sgd(design, cfg, mapper=mapper, parts=3)
+    three = train_sgd(design, cfg, passes=Passes(mapper, 3))
     assert len(mapper.passes) >= 31 and set(mapper.passes) == {3}  # 30 epochs and the final loss
     np.testing.assert_allclose(three.losses, one.losses, rtol=ORDER_RTOL)
     np.testing.assert_allclose(three.params, one.params, rtol=ORDER_RTOL)
@@ -581,7 +582,7 @@ def test_a_streamed_parquet_design_trains_over_parts_of_row_groups(monkeypatch, 
     reference = train_sgd(held, TrainConfig(device="cpu"))
     monkeypatch.setattr(tasks.training.train, "MEMORY_BUDGET", 0)
     mapper = _PicklingMap()
-    streamed = train_sgd(design, TrainConfig(device="cpu"), mapper=mapper, parts=3)
+    streamed = train_sgd(design, TrainConfig(device="cpu"), passes=Passes(mapper, 3))
     assert mapper.passes and set(mapper.passes) == {3}
     assert (streamed.stop_reason, streamed.epochs) == ("tol", reference.epochs)
     assert max_rel_error(streamed.params, fit_exact(held).params) < 1e-9
@@ -594,10 +595,10 @@ def test_held_rows_and_mini_batch_steps_stay_out_of_the_mapper(monkeypatch):
     import tasks.training.train
 
     design, mapper = _two_feature_design(block_rows=3), _PicklingMap()
-    train_sgd(design, TrainConfig(device="cpu", epochs=300), mapper=mapper, parts=3)
-    train_sgd(design, TrainConfig(device="cpu", epochs=300, batch_size=4, tol=0), mapper=mapper, parts=3)
+    train_sgd(design, TrainConfig(device="cpu", epochs=300), passes=Passes(mapper, 3))
+    train_sgd(design, TrainConfig(device="cpu", epochs=300, batch_size=4, tol=0), passes=Passes(mapper, 3))
     assert mapper.passes == []
     monkeypatch.setattr(tasks.training.train, "MEMORY_BUDGET", 0)
-    result = train_sgd(design, TrainConfig(device="cpu", epochs=300, batch_size=4), mapper=mapper, parts=3)
+    result = train_sgd(design, TrainConfig(device="cpu", epochs=300, batch_size=4), passes=Passes(mapper, 3))
     assert result.epochs == 300
     assert 10 <= len(mapper.passes) <= 20 and set(mapper.passes) == {3}

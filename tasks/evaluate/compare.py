@@ -10,7 +10,7 @@ from prefect import task
 
 from tasks.exact.fit import ExactFit
 from tasks.kernels.design import Design
-from tasks.kernels.passes import Mapper, local_map
+from tasks.kernels.passes import LOCAL, Passes
 from tasks.kernels.refine import residual_sum_squares
 from tasks.training.train import SGDResult
 from tasks.wording import counted
@@ -60,14 +60,14 @@ def estimate_epochs_needed(losses: np.ndarray, exact_mse: float, rel_diff: float
     return float(len(losses) + 2 * math.log(rel_diff / rtol) / -slope)
 
 
-def mse(design: Design, params: np.ndarray, mapper: Mapper = local_map, parts: int = 1) -> float:
+def mse(design: Design, params: np.ndarray, passes: Passes = LOCAL) -> float:
     """Mean squared error of params on the design, residuals in double-double (as the exact fit's),
     in one streamed pass."""
     if not np.all(np.isfinite(params)):
         return math.inf
     try:
         with np.errstate(all="ignore"):
-            return residual_sum_squares(design, params, mapper=mapper, parts=parts) / design.n
+            return residual_sum_squares(design, params, passes) / design.n
     except (ValueError, OverflowError):  # a residual beyond float64 (|params| near 1e150 and up)
         return math.inf
 
@@ -96,8 +96,7 @@ def remedies(sgd: SGDResult, condition_scaled: float = math.inf) -> tuple[str, .
     return tuple(found)
 
 
-def compare_fits(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float, mapper: Mapper = local_map,
-                 parts: int = 1) -> Comparison:
+def compare_fits(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float, passes: Passes = LOCAL) -> Comparison:
     """Differences in parameters and in mean squared error (one pass over the data), and the verdict."""
     a, b = exact.params, sgd.params
     diff = np.abs(b - a)
@@ -105,7 +104,7 @@ def compare_fits(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float, m
         rel = np.where(a != 0, diff / np.abs(a), np.where(diff == 0, 0.0, np.inf))
     max_abs = float(np.max(diff)) if np.all(np.isfinite(diff)) else math.inf
     max_rel = float(np.max(rel)) if np.all(np.isfinite(rel)) else math.inf
-    sgd_mse = mse(design, b, mapper, parts)
+    sgd_mse = mse(design, b, passes)
     with np.errstate(over="ignore", invalid="ignore"):  # a diverged run's distance is inf or NaN
         distance = float(np.linalg.norm(b - a))
     converged = bool(max_rel <= rtol) and not sgd.diverged
@@ -151,7 +150,7 @@ def compare_fits(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float, m
 
 
 @task(name="compare-fits")
-def compare_fits_task(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float, mapper: Mapper = local_map,
-                      parts: int = 1) -> Comparison:
+def compare_fits_task(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float,
+                      passes: Passes = LOCAL) -> Comparison:
     """Compare the SGD model with the exact fit."""
-    return compare_fits(design, exact, sgd, rtol, mapper, parts)
+    return compare_fits(design, exact, sgd, rtol, passes)

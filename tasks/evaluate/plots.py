@@ -22,7 +22,7 @@ from prefect import task
 
 from tasks.exact.fit import ExactFit
 from tasks.kernels.design import Design
-from tasks.kernels.passes import Mapper, local_map
+from tasks.kernels.passes import LOCAL, Passes
 from tasks.publish.schema import FIT_PLOT, LOSS_PLOT
 from tasks.training.train import SGDResult
 from tasks.wording import counted
@@ -105,7 +105,7 @@ def _bin(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def view_part(spec: ViewSpec, part: Design) -> FitView:
-    """The view of one part: a fold over its blocks (the mapper's function)."""
+    """The view of one part: a fold over its blocks (the function a pass maps over the parts)."""
     k = int(part.intercept)
     coefs = np.column_stack([spec.exact[k:], spec.sgd[k:]])  # (n_terms, 2)
     heads = np.array([spec.exact[0], spec.sgd[0]]) if k else np.zeros(2)
@@ -127,10 +127,9 @@ def view_part(spec: ViewSpec, part: Design) -> FitView:
     return FitView(spec, counts.reshape(BINS, BINS), sums, outside, kept if spec.keep_points else None)
 
 
-def fit_view(design: Design, exact: np.ndarray, sgd: np.ndarray, mapper: Mapper = local_map,
-             parts: int = 1) -> FitView:
-    """One streamed pass over the design, part by part through mapper, merged in row order."""
-    return reduce(FitView.merge, mapper(partial(view_part, view_spec(design, exact, sgd)), design.split(parts)))
+def fit_view(design: Design, exact: np.ndarray, sgd: np.ndarray, passes: Passes = LOCAL) -> FitView:
+    """One streamed pass over the design, part by part, merged in row order."""
+    return reduce(FitView.merge, passes.over(partial(view_part, view_spec(design, exact, sgd)), design))
 
 
 def _figure() -> tuple[Figure, Axes]:
@@ -242,8 +241,7 @@ def png_bytes(fig: Figure) -> bytes:
 
 
 @task(name="make-plots")
-def make_plots_task(design: Design, exact: ExactFit, sgd: SGDResult, mapper: Mapper = local_map,
-               parts: int = 1) -> dict[str, bytes]:
+def make_plots_task(design: Design, exact: ExactFit, sgd: SGDResult, passes: Passes = LOCAL) -> dict[str, bytes]:
     """Draw fit.png (one pass over the data) and loss.png, each rendered once to PNG bytes."""
-    view = fit_view(design, exact.params, sgd.params, mapper, parts)
+    view = fit_view(design, exact.params, sgd.params, passes)
     return {FIT_PLOT: png_bytes(plot_fit(design, view, exact, sgd)), LOSS_PLOT: png_bytes(plot_loss(sgd, exact.mse))}

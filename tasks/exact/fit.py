@@ -15,7 +15,7 @@ from prefect import get_run_logger, task
 from tasks.kernels import rational as rq
 from tasks.kernels.affine import column_scaling, exact_map, parameter_vector
 from tasks.kernels.design import Design, ScaledBasis
-from tasks.kernels.passes import Mapper, local_map
+from tasks.kernels.passes import LOCAL, Passes
 from tasks.kernels.refine import refine
 from tasks.kernels.tsqr import Geometry, design_geometry
 
@@ -97,16 +97,15 @@ def inverse_gram(basis: ScaledBasis, R: np.ndarray) -> list[list[Fraction]]:
     return G
 
 
-def fit_exact(design: Design, geometry: Geometry | None = None, mapper: Mapper = local_map,
-              parts: int = 1) -> ExactFit:
+def fit_exact(design: Design, geometry: Geometry | None = None, passes: Passes = LOCAL) -> ExactFit:
     """Fit the design exactly and compute standard errors, R^2 and condition numbers.
 
     geometry: the design's TSQR (design_geometry), when the validation pass already computed it;
-    the passes over the data run part by part through mapper.
+    passes: how the passes over the data go over its parts.
     """
     start = time.perf_counter()
-    geometry = geometry or design_geometry(design, mapper=mapper, parts=parts)
-    refined = refine(design, geometry, mapper, parts)
+    geometry = geometry or design_geometry(design, passes=passes)
+    refined = refine(design, geometry, passes)
     theta = refined.beta
     n, p = design.n, design.n_params
     rss, tss = refined.rss, refined.tss
@@ -153,12 +152,11 @@ def fit_exact(design: Design, geometry: Geometry | None = None, mapper: Mapper =
 
 
 @task(name="fit-exact")
-def fit_exact_task(design: Design, geometry: Geometry | None = None, mapper: Mapper = local_map,
-                   parts: int = 1) -> ExactFit:
+def fit_exact_task(design: Design, geometry: Geometry | None = None, passes: Passes = LOCAL) -> ExactFit:
     """Solve the least-squares problem exactly."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IllConditionedWarning)  # logged below instead
-        fit = fit_exact(design, geometry, mapper, parts)
+        fit = fit_exact(design, geometry, passes)
     logger = get_run_logger()
     for note in fit.notes:
         logger.warning(note)

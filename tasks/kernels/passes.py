@@ -9,6 +9,7 @@ results agree with the single-part pass to float64 rounding.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -21,3 +22,23 @@ Mapper = Callable[[Callable[[Any], T], Sequence[Any]], list[T]]
 def local_map(fn: Callable[[Any], T], parts: Sequence[Any]) -> list[T]:
     """Run fn over the parts in this process, one after another."""
     return [fn(part) for part in parts]
+
+
+@dataclass(frozen=True)
+class Passes:
+    """How every pass of a run goes over the design: split into up to `parts` runs of consecutive
+    rows, `map` runs a function over them (local_map here, Prefect tasks on Dask in flows/dask.py)."""
+
+    map: Mapper = local_map
+    parts: int = 1
+
+    def split(self, design):
+        """The design's parts (kernels.design.Design.split), in row order."""
+        return design.split(self.parts)
+
+    def over(self, fn: Callable[[Any], T], design) -> list[T]:
+        """[fn(part) for each part of design], in row order, wherever the map runs them."""
+        return self.map(fn, self.split(design))
+
+
+LOCAL = Passes()  # one part, in this process

@@ -24,7 +24,7 @@ import numpy as np
 from tasks.kernels import ddarith as dd
 from tasks.kernels import rational as rq
 from tasks.kernels.design import Design
-from tasks.kernels.passes import Mapper, local_map
+from tasks.kernels.passes import LOCAL, Passes
 from tasks.kernels.tsqr import Geometry
 
 MAX_STEPS = 8
@@ -155,19 +155,18 @@ def _split_params(beta: list[Fraction]) -> np.ndarray:
 
 
 def _sums(parts: list[Design], beta: list[Fraction], center: float | None, gradient: bool,
-          mapper: Mapper) -> list[Fraction]:
-    """One pass, part by part through mapper: the sums as exact rationals of their double-doubles."""
+          passes: Passes) -> list[Fraction]:
+    """One pass, part by part: the sums as exact rationals of their double-doubles."""
     total = None
-    for part in mapper(partial(part_sums, _split_params(beta), center, gradient), parts):
+    for part in passes.map(partial(part_sums, _split_params(beta), center, gradient), parts):
         total = part if total is None else dd.add(total, part)
     return [Fraction(float(h)) + Fraction(float(lo)) for h, lo in zip(*total)]
 
 
-def residual_sum_squares(design: Design, params: np.ndarray, mapper: Mapper = local_map,
-                         parts: int = 1) -> float:
+def residual_sum_squares(design: Design, params: np.ndarray, passes: Passes = LOCAL) -> float:
     """sum (y - X params)^2 of float64 params, residuals and sum in double-double, streamed."""
     beta = [Fraction(float(v)) for v in params]
-    return float(_sums(design.split(parts), beta, None, False, mapper)[RSS])
+    return float(_sums(passes.split(design), beta, None, False, passes)[RSS])
 
 
 def _rss_after_step(rss: Fraction, g: list[Fraction], delta: list[Fraction], Ru: np.ndarray,
@@ -186,15 +185,15 @@ def _rss_after_step(rss: Fraction, g: list[Fraction], delta: list[Fraction], Ru:
     return new if new >= 0 and 2.0**-40 * cond * quad <= 2.0**-60 * new else None
 
 
-def refine(design: Design, geometry: Geometry, mapper: Mapper = local_map, parts: int = 1) -> Refined:
+def refine(design: Design, geometry: Geometry, passes: Passes = LOCAL) -> Refined:
     """Refine the TSQR solution until the correction is below float64 resolution (or MAX_STEPS)."""
-    split = design.split(parts)
+    split = passes.split(design)  # once: the parts are the same at every pass
     basis, R = geometry.basis, geometry.R
     beta = [Fraction(float(b)) for b in geometry.initial_solution()]
     # The first pass also sums d = y - center and d^2 for the total sum of squares:
     # sum (y - mean)^2 = sum d^2 - (sum d)^2 / n for any float center (0 without an intercept).
     center = float(geometry.y.mean[0]) if design.intercept else 0.0
-    sums = _sums(split, beta, center, True, mapper)
+    sums = _sums(split, beta, center, True, passes)
     tss = sums[S2] - (sums[S1] ** 2 / design.n if design.intercept else 0)
     # Size of the solution in W coordinates, for a scale-free stopping rule.
     scale = float(np.linalg.norm(np.linalg.solve(R, geometry.qty)))
@@ -228,8 +227,8 @@ def refine(design: Design, geometry: Geometry, mapper: Mapper = local_map, parts
             # The statistics belong to the unrounded solution: rounding beta to float64 can move
             # X beta a lot on ill-conditioned designs.
             after = _rss_after_step(rss, g, delta, R @ u, cond)
-            rss = after if after is not None else _sums(split, beta, None, False, mapper)[RSS]
+            rss = after if after is not None else _sums(split, beta, None, False, passes)[RSS]
             break
-        sums = _sums(split, beta, None, True, mapper)
+        sums = _sums(split, beta, None, True, passes)
         rss = sums[RSS]
     return Refined(np.array([float(b) for b in beta]), float(rss), float(tss), steps, converged)

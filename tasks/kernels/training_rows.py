@@ -4,8 +4,8 @@ Training minimizes f(theta) = 1/n |A theta - y|^2 on standardized (or preconditi
 theta_y = [theta, -1], the residual r = [A y] theta_y = A theta - y is one product and the gradient
 g = 2/n A^T r another. Rows within the caller's memory budget are held on the device (HeldRows);
 larger designs stream (StreamedRows): each full pass builds the rows again block by block, in
-O(block) memory, part by part through a Mapper (tasks/kernels/passes.py), each part's sums in
-float64 and merged in part order, so any mapper gives the single-part answer to float64 rounding.
+O(block) memory, part by part through Passes (tasks/kernels/passes.py), each part's sums in
+float64 and merged in part order, so any map gives the single-part answer to float64 rounding.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from tasks.kernels.design import Design, ScaledBasis
-from tasks.kernels.passes import Mapper, local_map
+from tasks.kernels.passes import LOCAL, Passes
 from tasks.kernels.table import ColumnStats
 
 # Designs up to this many rows keep each epoch's residual in a ring (HeldRows.descend).
@@ -179,12 +179,12 @@ class HeldRows:
 
 class StreamedRows:
     """The training rows built again block by block at every pass: O(block) memory. Full passes map
-    over design.split(parts) through mapper; mini-batches read shuffled blocks here (their steps are
+    over the design's parts through passes; mini-batches read shuffled blocks here (their steps are
     sequential). Arguments as HeldRows'."""
 
     def __init__(self, design: Design, row_map: RowMap, theta_y: torch.Tensor, grad: torch.Tensor,
-                 mapper: Mapper = local_map, parts: int = 1):
-        self.design, self.row_map, self.mapper, self.parts = design, row_map, mapper, design.split(parts)
+                 passes: Passes = LOCAL):
+        self.design, self.row_map, self.passes, self.parts = design, row_map, passes, passes.split(design)
         self.n, self.theta_y, self.theta, self.grad = design.n, theta_y, theta_y[:-1], grad
         self.blocks = design.split(max(1, -(-design.n // design.table.block_rows)))
 
@@ -196,7 +196,7 @@ class StreamedRows:
         """The parts' sums added in part order; 2/n times the gradient sum into grad."""
         fn = partial(part_loss_gradient, self.row_map, self._host(self.theta_y), None if ref is None else self._host(ref))
         loss, grad = 0.0, np.zeros(len(self.grad))
-        for part_loss, part_grad in self.mapper(fn, self.parts):
+        for part_loss, part_grad in self.passes.map(fn, self.parts):
             loss, grad = loss + part_loss, grad + part_grad
         self.grad.copy_(torch.from_numpy(grad * (2 / self.n)))
         return torch.tensor(loss, dtype=self.grad.dtype, device=self.grad.device)
@@ -215,7 +215,7 @@ class StreamedRows:
         return total
 
     def rounding(self, K: np.ndarray) -> np.ndarray:
-        parts = self.mapper(partial(part_rounding, self.row_map, self._host(self.theta_y), K), self.parts)
+        parts = self.passes.map(partial(part_rounding, self.row_map, self._host(self.theta_y), K), self.parts)
         return sum(parts, np.zeros((2, len(self.grad))))
 
     def batches(self, generator: torch.Generator, batch: int) -> Iterator[torch.Tensor]:

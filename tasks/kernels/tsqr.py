@@ -17,7 +17,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from tasks.kernels.design import Design, ScaledBasis, scaled_basis
-from tasks.kernels.passes import Mapper, local_map
+from tasks.kernels.passes import LOCAL, Passes
 from tasks.kernels.table import ColumnStats
 
 # Rows per Householder fold: small enough that the (FOLD_ROWS + p) x p piece stays in cache.
@@ -76,14 +76,13 @@ def _fold_part(basis: ScaledBasis, design: Design, polynomial: bool,
     return R, (terms if polynomial else None)
 
 
-def design_geometry(design: Design, basis: ScaledBasis | None = None, mapper: Mapper = local_map,
-                    parts: int = 1) -> Geometry:
-    """One pass over the design's blocks (part by part through mapper, then merged): R and Q^T y
+def design_geometry(design: Design, basis: ScaledBasis | None = None, passes: Passes = LOCAL) -> Geometry:
+    """One pass over the design's blocks (part by part, then merged): R and Q^T y
     of its basis, and the terms' statistics."""
     basis = basis or scaled_basis(design)
     p = design.n_params
     R, terms = None, ColumnStats.empty(len(design.term_names))
-    for part_R, part_terms in mapper(partial(partial_geometry, basis), design.split(parts)):
+    for part_R, part_terms in passes.over(partial(partial_geometry, basis), design):
         if part_R is not None:
             R = fold_r(R, part_R)  # the R of stacked R factors is the R of the stacked rows
         if part_terms is not None:

@@ -23,7 +23,7 @@ from prefect import get_run_logger, task
 from tasks.config import TrainConfig
 from tasks.kernels import rational as rq
 from tasks.kernels.design import Design
-from tasks.kernels.passes import Mapper, local_map
+from tasks.kernels.passes import LOCAL, Passes
 from tasks.kernels.training_rows import HeldRows, StreamedRows
 from tasks.kernels.tsqr import Geometry, design_geometry
 from tasks.training.epochs import LBFGS_PAIRS, Epoch, Model, strategy
@@ -70,7 +70,7 @@ class _Setup:
     device: torch.device
 
 
-def _setup(design: Design, cfg: TrainConfig, geometry: Geometry | None, mapper: Mapper, parts: int) -> _Setup:
+def _setup(design: Design, cfg: TrainConfig, geometry: Geometry | None, passes: Passes) -> _Setup:
     device, dtype = resolve_device(cfg.device), getattr(torch, cfg.dtype)
     coords = training_coordinates(design, geometry or design_geometry(design), cfg.standardize, cfg.precondition)
     lr, momentum = auto_lr(coords, cfg.optimizer, cfg.batch_size) if cfg.lr == "auto" else (float(cfg.lr), None)
@@ -80,11 +80,11 @@ def _setup(design: Design, cfg: TrainConfig, geometry: Geometry | None, mapper: 
     n, p = design.n, design.n_params
     theta_y, grad, params = flat_linear(p, design.intercept, generator, dtype, device)
     held = n * (2 * p + 2) * torch.finfo(dtype).bits // 8 <= MEMORY_BUDGET  # [A y], G and r
-    # Only streamed passes go through mapper: a Prefect task per part per epoch costs about a second,
+    # Only streamed passes go through `passes`: a Prefect task per part per epoch costs about a second,
     # against micro- to milliseconds for an epoch on held rows, while a streamed pass reads every
     # row anyway (seconds at scale). Mini-batch steps are sequential: their batches are read here.
     data = HeldRows(design, coords.row_map, theta_y, grad, CHUNK) if held else \
-        StreamedRows(design, coords.row_map, theta_y, grad, mapper, parts)
+        StreamedRows(design, coords.row_map, theta_y, grad, passes)
     opt = None if cfg.optimizer == "sgd" else make_optimizer(cfg.optimizer, params, lr, momentum)
     return _Setup(coords, lr, momentum, generator, Model(data, theta_y, grad, opt, lr, n), device)
 
@@ -122,12 +122,12 @@ def _check(loop: _Loop, chunk: np.ndarray, done: int, rule: StopRule, cfg: Train
 
 
 def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None, progress: Progress | None = None,
-              rtol: float = 1e-6, mapper: Mapper = local_map, parts: int = 1) -> SGDResult:
+              rtol: float = 1e-6, passes: Passes = LOCAL) -> SGDResult:
     """Train y ~ Linear(terms) by gradient descent; return coefficients on the original scale.
 
     geometry: the design's TSQR (computed once by validation; None: computed here); rtol: the
-    verdict's relative tolerance; mapper, parts: the map over parts of a streamed design's full
-    passes. Stop rule (tol > 0), at each check: the Newton step H^-1 g of the gradient at the
+    verdict's relative tolerance; passes: how a streamed design's full passes go over its
+    parts. Stop rule (tol > 0), at each check: the Newton step H^-1 g of the gradient at the
     current parameters, mapped to the original ones (stop_rule.newton_map), is their distance to
     the optimum for a quadratic loss; "tol" once it is below MARGIN * rtol relative to every
     parameter, or when neither the best loss (by tol over PATIENCE epochs) nor that estimate
@@ -138,7 +138,7 @@ def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None
     # time.monotonic costs well under a microsecond, against microseconds for a step.
     clock = time.monotonic
     deadline = math.inf if cfg.timeout is None else clock() + cfg.timeout
-    setup = _setup(design, cfg, geometry, mapper, parts)
+    setup = _setup(design, cfg, geometry, passes)
     n, data = design.n, setup.model.data
     batch = cfg.batch_size if cfg.batch_size is not None and cfg.batch_size < n else None
     scale = _lbfgs_scale(setup.coords, cfg.dtype) if cfg.optimizer == "lbfgs" else 1.0
@@ -201,11 +201,11 @@ def _result(design: Design, cfg: TrainConfig, setup: _Setup, loop: _Loop, done: 
 
 @task(name="train-sgd")
 def train_sgd_task(design: Design, cfg: TrainConfig, geometry: Geometry | None = None,
-                   rtol: float = 1e-6, mapper: Mapper = local_map, parts: int = 1) -> SGDResult:
+                   rtol: float = 1e-6, passes: Passes = LOCAL) -> SGDResult:
     """Train the torch model by gradient descent."""
     from tasks.training.progress import TrainingProgress
 
     progress = TrainingProgress(get_run_logger(), cfg.epochs, f"torch {cfg.optimizer}, up to {cfg.epochs} epochs")
-    result = train_sgd(design, cfg, geometry, progress=progress, rtol=rtol, mapper=mapper, parts=parts)
+    result = train_sgd(design, cfg, geometry, progress=progress, rtol=rtol, passes=passes)
     progress.finish(result.epochs, result.stop_reason, result.final_loss)
     return result
