@@ -20,9 +20,18 @@ from tasks.errors import UserInputError
 
 # The options shared by `run` and `serve`, as typer annotations.
 Data = Annotated[Path, typer.Argument(help="A .csv file, a .parquet file or a folder of .parquet files.")]
-Target = Annotated[str, typer.Option(help="Target column.")]
+Target = Annotated[Optional[str], typer.Option(help="Target column (default: y).")]
 Features = Annotated[Optional[str], typer.Option(help="Comma-separated feature columns (default: every other numeric column).")]
-Degree = Annotated[int, typer.Option(help="Polynomial degree in the single feature.")]
+Degree = Annotated[Optional[int], typer.Option(help="Polynomial degree in the single feature (default: 1).")]
+Formula = Annotated[Optional[str], typer.Option(
+    help="The model as statsmodels writes it, e.g. \"y ~ x1 + C(store) + x1:x2 + np.log(x3)\" (string columns "
+         "are categorical; - 1 drops the intercept). Not with --target, --features, --degree or --no-intercept.")]
+Missing = Annotated[str, typer.Option(
+    help="error: a missing value in a column the model uses is exit 2; drop: such rows are left out and counted.")]
+MaxLevels = Annotated[int, typer.Option(help="The most levels a categorical column may have.")]
+Cov = Annotated[str, typer.Option(help="The covariance behind standard errors, t, p, intervals and F: nonrobust, HC0, "
+                                       "HC1, HC2, HC3 or cluster:COL (statsmodels' cov_type; COL names each row's "
+                                       "cluster).")]
 NoIntercept = Annotated[bool, typer.Option("--no-intercept", help="Fit without an intercept.")]
 OptimizerOpt = Annotated[str, typer.Option(help="sgd, momentum, adam or lbfgs.")]
 Lr = Annotated[str, typer.Option(help="Learning rate, or 'auto' (1/L from the design's spectrum).")]
@@ -60,8 +69,9 @@ LOCAL_CLUSTER = "local"
 
 # name, typer annotation, default: the shared options in the order `--help` lists them.
 RUN_OPTIONS = (
-    ("data", Data, Path("data/seed.csv")), ("target", Target, "y"), ("features", Features, None),
-    ("degree", Degree, 1), ("no_intercept", NoIntercept, False), ("optimizer", OptimizerOpt, "sgd"),
+    ("data", Data, Path("data/seed.csv")), ("formula", Formula, None), ("target", Target, None),
+    ("features", Features, None), ("degree", Degree, None), ("no_intercept", NoIntercept, False),
+    ("missing", Missing, "error"), ("max_levels", MaxLevels, 1000), ("cov", Cov, "nonrobust"), ("optimizer", OptimizerOpt, "sgd"),
     ("lr", Lr, "auto"), ("epochs", Epochs, 10_000), ("batch_size", BatchSize, None), ("tol", Tol, 1e-15),
     ("standardize", Standardize, True), ("seed", Seed, 0), ("device", Device, "auto"),
     ("dtype", Dtype, "float64"), ("rtol", Rtol, None), ("artifacts_dir", ArtifactsDir, Path("artifacts")),
@@ -113,14 +123,30 @@ def _prepare_output_folder(option: str, folder: Path) -> None:
         raise UserInputError(f"option {option}: cannot write to {folder} ({exc.strerror})") from None
 
 
-def _config(data: Path, target: str, features: str | None, degree: int, no_intercept: bool,
+def _config(data: Path, target: str | None, features: str | None, degree: int | None, no_intercept: bool,
             optimizer: str, lr: str, epochs: int, batch_size: int | None, tol: float,
             standardize: bool, seed: int, device: str, dtype: str, rtol: float | None,
             artifacts_dir: Path, data_dir: Path, train_timeout: float = 3600.0,
             precondition: bool = False, alpha: float = 0.05, max_drift: float | None = None,
-            fail_on_drift: bool = False, decimal: str = "."):
+            fail_on_drift: bool = False, decimal: str = ".", formula: str | None = None, missing: str = "error",
+            max_levels: int = 1000, cov: str = "nonrobust"):
     """Options -> RunConfig, checked before anything runs (a bad option is exit 2, nothing written)."""
     from tasks.config import build_config
+
+    intercept = not no_intercept
+    if formula is not None:
+        from tasks.kernels.formula import FormulaError, parse_formula
+
+        given = [name for name, value in (("--target", target), ("--features", features), ("--degree", degree),
+                                          ("--no-intercept", no_intercept or None)) if value is not None]
+        if given:
+            raise UserInputError(f"option --formula: not with {', '.join(given)} (the formula names the target "
+                                 "and the terms; - 1 drops the intercept)")
+        try:
+            target, parsed = parse_formula(formula)
+        except FormulaError as exc:
+            raise UserInputError(f"option --formula {formula!r}: {exc}") from None
+        intercept = "1" in {str(term) for term in parsed.rhs}
 
     if lr != "auto":
         try:
@@ -137,7 +163,9 @@ def _config(data: Path, target: str, features: str | None, degree: int, no_inter
     for option, folder in (("--artifacts-dir", artifacts_dir), ("--data-dir", data_dir)):
         _check_writable_folder(option, folder)
     return build_config(
-        data=data, target=target, features=names, degree=degree, intercept=not no_intercept,
+        data=data, target="y" if target is None else target, features=names, degree=1 if degree is None else degree,
+        intercept=intercept, formula=formula,
+        missing=missing, max_levels=max_levels, cov=cov,
         optimizer=optimizer, lr=lr_value, epochs=epochs, batch_size=batch_size, tol=tol,
         standardize=standardize, seed=seed, device=device, dtype=dtype, rtol=rtol, precondition=precondition,
         artifacts_dir=artifacts_dir, data_dir=data_dir, alpha=alpha, max_drift=max_drift, fail_on_drift=fail_on_drift,
@@ -153,7 +181,8 @@ def preflight(config):
     from tasks.training.train import resolve_device
 
     resolve_device(config.train.device)
-    prepared = prepare_data(config.model, config.data, config.data_dir, decimal=config.decimal)
+    extra = (config.cluster,) if config.cluster else ()
+    prepared = prepare_data(config.model, config.data, config.data_dir, decimal=config.decimal, extra=extra)
     _prepare_output_folder("--artifacts-dir", config.artifacts_dir)
     return prepared
 

@@ -56,7 +56,8 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
     """
     timings: dict[str, float] = {}
     if prepared is None:
-        data = prepare_data_task(config.model, str(config.data), str(config.data_dir), config.decimal)
+        data = prepare_data_task(config.model, str(config.data), str(config.data_dir), config.decimal,
+                                 (config.cluster,) if config.cluster else ())
     else:
         data = Prepared.from_json(prepared)
         get_run_logger().info("%s: validated and stored before the flow run (%s, %s)",
@@ -69,7 +70,7 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
     # On a Dask task runner every pass runs part by part on the cluster; elsewhere in one piece.
     passes = _passes()
     # The exact fit and the training are independent: run them side by side.
-    exact_future = fit_exact_task.submit(design, data.geometry, passes)
+    exact_future = fit_exact_task.submit(design, data.geometry, passes, config.cov_type, config.cluster)
     sgd_future = train_sgd_task.submit(design, config.train, data.geometry, config.converged_rtol, passes)
     exact, sgd = exact_future.result(), sgd_future.result()
     timings["exact"], timings["sgd"] = exact.seconds, sgd.seconds
@@ -77,7 +78,7 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
         comparison = compare_fits_task(design, exact, sgd, config.converged_rtol, passes)
     with _timed(timings, "plots"):
         images = make_plots_task(design, exact, sgd, passes)
-    documents = build_documents_task(design, data.geometry, exact, sgd, comparison, config.alpha)
+    documents = build_documents_task(design, data.geometry, exact, sgd, comparison, config.alpha, data.dropped)
     manifest = manifest_doc(
         parameters=jsonable(config.model_dump(mode="json")),
         data=DataRecord(data.source, data.sha256, data.rows, data.path),

@@ -23,6 +23,13 @@ class ModelSpec(BaseModel):
     # Polynomial degree in the single feature (terms x, x^2, ..., x^K); 1 is the straight line.
     degree: int = Field(1, ge=1, le=30)
     intercept: bool = True
+    # A formula in statsmodels' syntax (tasks/kernels/formula.py): then target and intercept are the
+    # formula's, features None and degree 1.
+    formula: str | None = None
+    # "drop": rows with a missing value in a column the model uses are left out (and counted).
+    missing: Literal["error", "drop"] = "error"
+    # A categorical column with more levels than this is refused.
+    max_levels: int = Field(1000, ge=1)
 
 
 class TrainConfig(BaseModel):
@@ -93,6 +100,27 @@ class RunConfig(BaseModel):
     max_drift: float | None = Field(None, ge=0)
     # With alerts, fail the flow run after the version is written.
     fail_on_drift: bool = False
+    # The covariance behind every standard error, t, p, interval and F: statsmodels' cov_type.
+    cov: str = "nonrobust"
+
+    @field_validator("cov")
+    @classmethod
+    def _known_cov(cls, value: str) -> str:
+        from tasks.exact.robust import COV_TYPES
+
+        if value not in COV_TYPES and not (value.startswith("cluster:") and value.removeprefix("cluster:").strip()):
+            raise ValueError(f"expected one of {', '.join(COV_TYPES)} or cluster:COLUMN, got {value!r}")
+        return value
+
+    @property
+    def cov_type(self) -> str:
+        """statsmodels' cov_type: nonrobust, HC0-HC3 or cluster."""
+        return "cluster" if self.cov.startswith("cluster:") else self.cov
+
+    @property
+    def cluster(self) -> str | None:
+        """The column that names each row's cluster (--cov cluster:COL), or None."""
+        return self.cov.removeprefix("cluster:").strip() if self.cov_type == "cluster" else None
 
     @model_validator(mode="after")
     def _fail_needs_alerts(self) -> RunConfig:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from decimal import Decimal
 from fractions import Fraction
 from functools import cache
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from tasks.kernels.design import Design
+from tasks.kernels.formula import FormulaModel, formula_variables
 
 # The tutorial's data (data/seed.csv) and its exact least-squares line.
 TUTORIAL_X = np.array([1.05, 1.54, 2.01, 2.55, 3.13, 3.45, 4.02, 4.65, 5.34, 5.50])
@@ -39,6 +41,23 @@ def make_design(
         names = ("x",) if X.shape[1] == 1 else tuple(f"x{j + 1}" for j in range(X.shape[1]))
     return Design.from_arrays(X, np.asarray(y, dtype=np.float64), tuple(names), target=target,
                               degree=degree, intercept=intercept)
+
+
+def formula_design(formula: str, columns: dict[str, np.ndarray], y: np.ndarray, block_rows: int = 65536) -> Design:
+    """A formula model's Design held in memory, as the ingest pass builds it: the levels of every
+    categorical column from the whole table, text columns held as the index of their level."""
+    import pandas as pd
+
+    frame = pd.DataFrame(columns | {"y": y})
+    target, variables, categorical = formula_variables(formula, tuple(frame.columns), frame)
+    strings = tuple(v for v in variables if not pd.api.types.is_numeric_dtype(frame[v]))
+    levels = {v: tuple(sorted(pd.unique(frame[v]).tolist())) for v in categorical}
+    model = FormulaModel(formula, target, variables, strings, levels)
+    values = np.column_stack([np.searchsorted(np.array(levels[v], dtype=object), frame[v].to_numpy(dtype=object))
+                              .astype(np.float64) if v in strings else frame[v].to_numpy(np.float64) for v in variables])
+    design = Design.from_arrays(values, frame[target].to_numpy(np.float64), variables, target,
+                                intercept=model.intercept, block_rows=block_rows)
+    return replace(design, formula=model)
 
 
 def tutorial_design(*, intercept: bool = True) -> Design:

@@ -18,14 +18,16 @@ import pytest
 from tasks.exact.fit import IllConditionedWarning, fit_exact
 from tasks.kernels.design import Design
 from tasks.kernels.passes import Passes
-from tests.helpers import NIST_NAMES, lre, make_design, nist_design
+from tests.helpers import NIST_NAMES, formula_design, lre, make_design, nist_design
 from tests.test_exact_streaming import READERS, reread
 
 
 def exact_rows(design) -> list[list[Fraction]]:
     """The design's rows in exact rationals: polynomial terms are exact powers of the float x."""
     rows = []
-    for features in design.features:
+    # A formula's terms are certified as computed once in float64 (0/1 dummies are exact).
+    values = design.terms if design.formula else design.features
+    for features in values:
         xs = [Fraction(float(v)) for v in features]
         terms = xs if design.degree == 1 else [xs[0] ** k for k in range(1, design.degree + 1)]
         rows.append(([Fraction(1)] if design.intercept else []) + terms)
@@ -81,6 +83,14 @@ def _case(name: str):
                          + rng.normal(0, 20000, 80), 2)
         return make_design(np.column_stack([year, area, rooms, dist]), price,
                            names=("year", "area", "rooms", "distance"))
+    if name in FORMULAS:
+        n = 48
+        g = rng.choice(["north", "south", "east", "west"], n)
+        x = np.round(1000 + rng.uniform(0, 5, n), 3)
+        effect = {"north": 0.0, "south": 2.5, "east": -1.0, "west": 4.0}
+        y = np.round(np.array([effect[v] for v in g]) + 0.5 * (x - 1000) * (g == "east") + 3 * np.log(x)
+                     + rng.normal(0, 0.1, n), 4)
+        return formula_design(FORMULAS[name], {"g": g, "x": x}, y)
     if name == "polynomial without intercept":
         x = np.round(10 + rng.uniform(0, 1, 30), 4)
         y = np.round(0.5 * x**3 - 2 * x + rng.normal(0, 0.5, 30), 3)
@@ -88,9 +98,11 @@ def _case(name: str):
     raise KeyError(name)
 
 
+FORMULAS = {"formula: group effects and a slope per group": "y ~ C(g) + x + C(g):x",
+            "formula: transforms without an intercept": "y ~ g + np.log(x) + I((x - 1000) ** 2) - 1"}
 CASES = ["polynomial on a shifted interval", "huge offset in x", "nearly collinear predictors",
          "predictors on wildly different scales", "real data with mixed units",
-         "polynomial without intercept"]
+         "polynomial without intercept", *FORMULAS]
 
 
 @cache

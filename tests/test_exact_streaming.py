@@ -38,15 +38,15 @@ def reread(design: Design, reader: str, folder: Path) -> Design:
         return design
     data = design.table.data
     if reader == "blocks of 3":
-        return Design.from_arrays(data[:, 1:], data[:, 0], design.names, design.target, design.degree,
-                                  design.intercept, block_rows=3)
+        return replace(Design.from_arrays(data[:, 1:], data[:, 0], design.names, design.target, design.degree,
+                                          design.intercept, block_rows=3), formula=design.formula)
     path = folder / "data.parquet"
     columns = design.table.columns
     pq.write_table(pa.table({c: data[:, j] for j, c in enumerate(columns)}), path, row_group_size=3)
     table = ParquetTable(str(path), columns, len(data), ColumnStats.empty(len(columns)), block_rows=3)
     # Statistics merged from 3-row blocks, as the ingest pass computes them.
     table = replace(table, stats=stats_of(table.blocks(), len(columns)))
-    return Design(table, design.names, design.target, design.degree, design.intercept)
+    return Design(table, design.names, design.target, design.degree, design.intercept, design.formula)
 
 
 def _exact_rss(design: Design, params: Sequence[float]) -> Fraction:

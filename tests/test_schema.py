@@ -46,7 +46,7 @@ def test_each_document_carries_its_tag_and_reads_back_to_what_was_written(built,
 
 def test_the_tutorial_model_reads_as_its_formula_and_parameters(built):
     coef = Coefficients.from_json(built[COEFFICIENTS])
-    assert coef.formula() == "y ~ 1 + x" and coef.parameter_names() == ["intercept", "x"]
+    assert coef.model_formula() == "y ~ 1 + x" and coef.parameter_names() == ["intercept", "x"]
     names, values = coef.parameters("exact")
     assert values == [built[COEFFICIENTS]["exact"]["intercept"], *built[COEFFICIENTS]["exact"]["coefficients"]]
 

@@ -74,9 +74,9 @@ def test_summary_shows_table_verdict_statistics_drift_images_and_files():
     text = summary_markdown(doc, _Comparison(), "/tmp/v1", moved, {"fit.png": b"\0\0\0"},
                             ["coefficients.json", "fit.png"])
     rows = {line.split(" | ")[0]: line.split(" | ") for line in text.splitlines() if line.startswith("| ")}
-    # parameter, exact, std. error, t, P>|t|, interval, SGD, difference, change (no inference in this doc)
-    assert rows["| intercept"][1] == "1" and rows["| intercept"][6] == "0.9"
-    assert rows["| x"][1] == "2" and rows["| x"][6] == "2.1" and rows["| x"][2] == "—"
+    # parameter, exact, SGD, difference, std. error, t, P>|t|, interval, change (no inference in this doc)
+    assert rows["| intercept"][1] == "1" and rows["| intercept"][2] == "0.9"
+    assert rows["| x"][1] == "2" and rows["| x"][2] == "2.1" and rows["| x"][4] == "—"
     assert "not converged" in text and "R² **0.9**" in text and "condition number 9.5" in text
     assert "drift since v0" in text and "![fit](data:image/png;base64,AAAA)" in text
     assert "**warning:** the design is ill-conditioned" in text

@@ -93,7 +93,7 @@ def compare_versions(a: VersionDocs, b: VersionDocs) -> dict:
     return {
         "a": side_a, "b": side_b,
         "same_data": side_a["sha256"] is not None and side_a["sha256"] == side_b["sha256"],
-        "model": ca.formula(),
+        "model": ca.model_formula(),
         "model_differences": ca.model_differences(cb),
         "parameters": parameter_changes(a.manifest.parameters, b.manifest.parameters),
         "exact": coefficient_changes(ca, cb, "exact"),

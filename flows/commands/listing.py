@@ -49,7 +49,7 @@ def print_versions(artifacts_dir: Path) -> None:
         def params(fit: str) -> str:
             return ", ".join(_num(v) for v in coef.parameters(fit)[1])
 
-        table.add_row(path.name, _num(manifest.data.rows), coef.formula(), params("exact"), params("sgd"),
+        table.add_row(path.name, _num(manifest.data.rows), coef.model_formula(), params("exact"), params("sgd"),
                       _num(comp.max_rel_diff), _num(coef.sgd.get("epochs")),
                       {True: "yes", False: "no"}.get(comp.converged, "?"), _drift(coef.drift))
     Console(width=200 if not Console().is_terminal else None).print(table)

@@ -17,10 +17,10 @@ import pyarrow.parquet as pq
 
 from flows.commands.show import sound_version
 from tasks.errors import UserInputError
-from tasks.exact.predict import (MODELS, StoredModel, check_columns, critical_t, kept_names, output_columns,
-                                 predict_block, stored_model)
+from tasks.exact.predict import (MODELS, StoredModel, check_columns, critical_t, kept_names, level_codes,
+                                 output_columns, predict_block, stored_model)
+from tasks.ingest.cells import check_block
 from tasks.ingest.load import RawBlock, open_input
-from tasks.ingest.validate import check_block
 from tasks.kernels.table import BLOCK_ROWS
 from tasks.publish.reader import hash_problem, resolve_version
 from tasks.publish.schema import DESIGN, SGD_MODEL, Coefficients, DesignRecord, SchemaError
@@ -173,7 +173,8 @@ def predict_command(artifacts_dir: Path, version: str, data: Path, *, out: Path 
     with _atomic_writer(out_path, kind, empty) as write:
         for block in source.blocks(source.header, BLOCK_ROWS):
             features = RawBlock(tuple(block.columns[j] for j in at), block.first_row)
-            columns = check_block(features, stored.features, source.where)
+            columns = check_block(features, stored.features, source.where, text=stored.text)
+            columns = level_codes(stored, columns, block.first_row, source.where)
             predicted = predict_block(stored, columns, t, model)
             write(pa.table(dict(zip(names, carried.arrays(block, source.where))) | predicted))
             rows, outside = rows + block.rows, outside + int(predicted["extrapolated"].sum())

@@ -30,7 +30,9 @@ def summary_text(path: Path) -> str:
     alpha = exact["alpha"]
     lo, hi = f"[{alpha / 2:g}", f"{1 - alpha / 2:g}]"
     width = max(len(n) for n in names) + 2
-    head = f"{'':<{width}}{'coef':>14}{'std err':>12}{'t':>10}{'P>|t|':>10}{lo:>14}{hi:>14}"
+    cov_type = exact.get("cov_type") or "nonrobust"
+    stat = "t" if cov_type == "nonrobust" else "z"  # statsmodels' robust results use the normal
+    head = f"{'':<{width}}{'coef':>14}{'std err':>12}{stat:>10}{f'P>|{stat}|':>10}{lo:>14}{hi:>14}"
     rows = []
     for name, b, se, t, p, ci in zip(names, *(coef.values(block) for block in (
             exact, exact["std_errors"], exact["t_values"], exact["p_values"], exact["conf_int"]))):
@@ -41,7 +43,7 @@ def summary_text(path: Path) -> str:
     lines = [
         f"version   {manifest.version or path.name}  (created {manifest.created_at or '?'})",
         f"data      {data.source or '?'}  ({counted(data.rows or 0, 'row')}, sha256 {(data.sha256 or '')[:12]})",
-        f"model     {coef.formula()}: exact least squares",
+        f"model     {coef.model_formula()}: exact least squares",
         "",
         head,
         *rows,
@@ -52,6 +54,11 @@ def summary_text(path: Path) -> str:
         f"BIC {_num(exact.get('bic'))}",
         f"residual SD {_num(exact.get('residual_std'))} on {exact['df_resid']} degrees of "
         f"freedom; condition number {_num(exact.get('condition_number_scaled'), '.3g')} after scaling",
+        *([f"covariance {cov_type}" + (f" ({counted(exact['cov_groups'], 'cluster')})" if exact.get("cov_groups")
+                                       else "") + ": z, p and intervals from the normal, F a Wald test "
+           "(statsmodels' robust results)"] if cov_type != "nonrobust" else []),
+        *([f"rows      {counted(coef.dropped_rows, 'row')} with a missing value left out (--missing drop)"]
+          if coef.dropped_rows else []),
         "",
         f"SGD (torch {sgd.get('optimizer')}, lr {_num(sgd.get('lr'), '.3g')}, {counted(sgd.get('epochs', 0), 'epoch')}, "
         f"stop {sgd.get('stop_reason')}): {sgd_params}",
@@ -76,7 +83,7 @@ def run_summary(path: Path) -> str:
     shown = ", ".join(f"{n} {_num(v, '.10g')}" for n, v in list(zip(names, values))[:SUMMARY_TERMS])
     more = len(names) - SUMMARY_TERMS
     lines = [
-        f"linreg: {coef.formula()} on {counted(manifest.data.rows or 0, 'row')}",
+        f"linreg: {coef.model_formula()} on {counted(manifest.data.rows or 0, 'row')}",
         f"  exact least squares: {shown}" + (f" (and {more} more: linreg show)" if more > 0 else ""),
         f"  {coef.r_squared_label()} {_num(exact.get('r_squared'), '.6g')}, residual SD "
         f"{_num(exact.get('residual_std'), '.6g')}",

@@ -87,11 +87,12 @@ def view_spec(design: Design, exact: np.ndarray, sgd: np.ndarray) -> ViewSpec:
     b0 + sum_j [min, max](b_j * x_j) (interval bound), cut to y's range widened by its span."""
     stats, keep = design.stats, design.n <= POINTS_MAX
     y_lo, y_hi = float(stats.min[0]), float(stats.max[0])
-    if len(design.names) == 1:
+    if len(design.names) == 1 and not (design.formula and design.formula.levels):
         return ViewSpec(False, _edges(float(stats.min[1]), float(stats.max[1])), _edges(y_lo, y_hi), exact, sgd, keep)
     k = int(design.intercept)
     b0, b = (exact[0] if k else 0.0), exact[k:]
-    ends = np.stack([b * stats.min[1:], b * stats.max[1:]])
+    terms = design.terms_stats()
+    ends = np.stack([b * terms.min, b * terms.max])
     span = y_hi - y_lo
     lo = max(b0 + ends.min(axis=0).sum(), y_lo - span)
     hi = min(b0 + ends.max(axis=0).sum(), y_hi + span)

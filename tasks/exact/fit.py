@@ -12,6 +12,7 @@ from fractions import Fraction
 import numpy as np
 from prefect import get_run_logger, task
 
+from tasks.exact.robust import robust_cov
 from tasks.kernels import rational as rq
 from tasks.kernels.affine import column_scaling, exact_map, parameter_vector
 from tasks.kernels.design import Design, ScaledBasis
@@ -50,6 +51,12 @@ class ExactFit:
     condition_number_scaled: float
     # Steps of iterative refinement (double-double residuals) taken to reach float64 resolution.
     refinement_steps: int = 0
+    # statsmodels' k_constant: 1 when the design spans the constant (an intercept, or an implicit
+    # one: every level of a categorical without an intercept); then TSS, R^2 and F are centered.
+    k_constant: int | None = None  # None: 1 with an intercept, else 0
+    # statsmodels' cov_type of cov_params and the standard errors: nonrobust, or HC0-HC3.
+    cov_type: str = "nonrobust"
+    cov_groups: int | None = None  # clusters of cov_type "cluster": the F test has cov_groups - 1 dof
     # Plain-language warnings about the fit (ill-conditioning); also issued as Python warnings.
     notes: tuple[str, ...] = ()
     seconds: float = 0.0
@@ -97,11 +104,14 @@ def inverse_gram(basis: ScaledBasis, R: np.ndarray) -> list[list[Fraction]]:
     return G
 
 
-def fit_exact(design: Design, geometry: Geometry | None = None, passes: Passes = LOCAL) -> ExactFit:
+def fit_exact(design: Design, geometry: Geometry | None = None, passes: Passes = LOCAL,
+              cov_type: str = "nonrobust", cluster: str | None = None) -> ExactFit:
     """Fit the design exactly and compute standard errors, R^2 and condition numbers.
 
     geometry: the design's TSQR (design_geometry), when the validation pass already computed it;
-    passes: how the passes over the data go over its parts.
+    passes: how the passes over the data go over its parts; cov_type: the covariance behind the
+    standard errors, statsmodels' nonrobust, HC0-HC3 or cluster (the column `cluster` of the stored
+    table; exact/robust.py: one more pass).
     """
     start = time.perf_counter()
     geometry = geometry or design_geometry(design, passes=passes)
@@ -115,9 +125,14 @@ def fit_exact(design: Design, geometry: Geometry | None = None, passes: Passes =
     se = np.sqrt(sigma2 * np.array([float(gram_inv[i][i]) for i in range(p)]))
     s2 = Fraction(rss) / dof  # statsmodels' cov_params() s^2 (X^T X)^-1, each entry rounded once
     cov = tuple(tuple(float(s2 * g) for g in row) for row in gram_inv)
-    # NIST and statsmodels: without an intercept, R^2 is the uncentered 1 - RSS / sum(y^2).
+    groups = None
+    if cov_type != "nonrobust":
+        robust, groups = robust_cov(design, geometry, np.array([float(b) for b in theta]), cov_type, passes, cluster)
+        se, cov = np.sqrt(np.diag(robust)), tuple(tuple(map(float, row)) for row in robust)
+    # NIST and statsmodels: without a constant, R^2 is the uncentered 1 - RSS / sum(y^2).
     r2 = 1.0 - rss / tss if tss > 0 else float("nan")
-    adj = 1.0 - (1.0 - r2) * (n - int(design.intercept)) / dof
+    k_constant = int(geometry.spans_constant(n))
+    adj = 1.0 - (1.0 - r2) * (n - k_constant) / dof
     cond_raw, cond_scaled = condition_numbers(design, geometry)
     notes = []
     if cond_scaled > ILL_CONDITIONED:
@@ -146,17 +161,21 @@ def fit_exact(design: Design, geometry: Geometry | None = None, passes: Passes =
         condition_number=cond_raw,
         condition_number_scaled=cond_scaled,
         refinement_steps=refined.steps,
+        k_constant=k_constant,
+        cov_type=cov_type,
+        cov_groups=groups,
         notes=tuple(notes),
         seconds=time.perf_counter() - start,
     )
 
 
 @task(name="fit-exact")
-def fit_exact_task(design: Design, geometry: Geometry | None = None, passes: Passes = LOCAL) -> ExactFit:
+def fit_exact_task(design: Design, geometry: Geometry | None = None, passes: Passes = LOCAL,
+                   cov_type: str = "nonrobust", cluster: str | None = None) -> ExactFit:
     """Solve the least-squares problem exactly."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IllConditionedWarning)  # logged below instead
-        fit = fit_exact(design, geometry, passes)
+        fit = fit_exact(design, geometry, passes, cov_type, cluster)
     logger = get_run_logger()
     for note in fit.notes:
         logger.warning(note)

@@ -1,6 +1,6 @@
 """Inference on the exact fit, as statsmodels' OLS results name and define it.
 
-With n rows, p parameters (k = 1 with an intercept, else 0), df_resid = n - p, s^2 = RSS / df_resid:
+With n rows, p parameters (k = 1 when the design spans the constant, else 0), df_resid = n - p, s^2 = RSS / df_resid:
   t_j = b_j / se_j,  p_j = 2 P(T > |t_j|) with T ~ t(df_resid);
   conf_int_j = b_j -/+ t_{1 - alpha/2}(df_resid) se_j;
   F = ((TSS - RSS) / df_model) / s^2, df_model = p - k, TSS centered with an intercept, sum y^2
@@ -40,18 +40,41 @@ class Inference:
     df_resid: int
 
 
+def _wald_f(fit: ExactFit, params: np.ndarray) -> tuple[float, int]:
+    """(F, J) of the Wald test that every parameter but the intercept is 0 under the fit's covariance
+    V, as statsmodels' wald_test computes it: b' pinv(V) b / J with J the rank of V (fewer than the
+    slopes where clusters are fewer than parameters); NaN for an implicit constant or nothing to test."""
+    k = int(fit.intercept is not None)
+    if fit.k_constant and not k or len(params) == k:
+        return math.nan, len(params) - k
+    V = np.array(fit.cov_params)[k:, k:]
+    b = params[k:]
+    if not np.all(np.isfinite(V)):
+        return math.nan, len(b)
+    rank = int(np.linalg.matrix_rank(V))
+    return (float(b @ np.linalg.pinv(V) @ b / rank), rank) if rank else (math.nan, len(b))
+
+
 def infer(fit: ExactFit, n: int, alpha: float = 0.05) -> Inference:
     """The statistics of the exact fit of n rows at level 1 - alpha."""
     params = fit.params
     se = parameter_vector(fit.se_intercept if fit.intercept is not None else None, fit.se_coefficients)
-    p, k, df = len(params), int(fit.intercept is not None), fit.dof
+    p, df = len(params), fit.dof
+    k = fit.k_constant if fit.k_constant is not None else int(fit.intercept is not None)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = params / se
-    pvals = 2 * special.stdtr(df, -np.abs(t))
-    half = special.stdtrit(df, 1 - alpha / 2) * se
-    df_model = p - k
-    s2 = fit.rss / df
-    f = ((fit.tss - fit.rss) / df_model) / s2 if df_model > 0 and s2 > 0 else math.nan
+    df_model = df_num = p - k
+    if fit.cov_type == "nonrobust":
+        pvals = 2 * special.stdtr(df, -np.abs(t))
+        half = special.stdtrit(df, 1 - alpha / 2) * se
+        s2 = fit.rss / df
+        f = ((fit.tss - fit.rss) / df_model) / s2 if df_model > 0 and s2 > 0 else math.nan
+    else:  # statsmodels' robust results: normal t and interval, F a Wald test of the slopes
+        pvals = 2 * special.ndtr(-np.abs(t))
+        half = special.ndtri(1 - alpha / 2) * se
+        f, df_num = _wald_f(fit, params)
+    # statsmodels: the F test of clustered errors has G - 1 denominator degrees of freedom
+    df_f = fit.cov_groups - 1 if fit.cov_groups is not None else df
     llf = -n / 2 * (math.log(2 * math.pi) + math.log(fit.rss / n) + 1) if fit.rss > 0 else math.inf
     return Inference(
         alpha=alpha,
@@ -59,7 +82,7 @@ def infer(fit: ExactFit, n: int, alpha: float = 0.05) -> Inference:
         p_values=tuple(map(float, pvals)),
         conf_int=tuple((float(b - h), float(b + h)) for b, h in zip(params, half)),
         f_statistic=float(f),
-        f_pvalue=float(special.fdtrc(df_model, df, max(f, 0.0))) if math.isfinite(f) else math.nan,
+        f_pvalue=float(special.fdtrc(df_num, df_f, max(f, 0.0))) if math.isfinite(f) else math.nan,
         log_likelihood=llf,
         aic=-2 * llf + 2 * p,
         bic=-2 * llf + p * math.log(n),

@@ -9,6 +9,8 @@ basis row w:
   mean interval       prediction -/+ t std_error
   prediction interval prediction -/+ t sqrt(s^2 + std_error^2)
 with t = t_{1 - alpha/2}(df_resid), scipy's: statsmodels' get_prediction().summary_frame(alpha).
+Under a robust covariance V (--cov HC0-HC3) std_error = sqrt(x V x^T) of the design row x and t is
+the normal quantile, as statsmodels' robust results predict.
 The SGD prediction is the torch.nn.Linear rebuilt from sgd_model.pt, on the term values.
 """
 
@@ -23,6 +25,7 @@ from scipy import linalg, stats
 
 from tasks.errors import UserInputError
 from tasks.kernels.design import ScaledBasis, term_values
+from tasks.kernels.formula import FormulaModel
 from tasks.publish.schema import Coefficients, DesignRecord
 from tasks.training.model_file import linear_from
 
@@ -44,6 +47,13 @@ class StoredModel:
     feature_min: np.ndarray  # (n_features,) the fitted range
     feature_max: np.ndarray
     sgd: torch.nn.Linear  # float64, on the term values (q,)
+    formula: FormulaModel | None = None  # the terms of a formula model, with the levels it was fitted on
+    robust_cov: np.ndarray | None = None  # cov_params under a robust cov_type (None: nonrobust)
+
+    @property
+    def text(self) -> frozenset[int]:
+        """The indexes of the features read as text (a formula's categorical text columns)."""
+        return frozenset(j for j, f in enumerate(self.features) if self.formula and f in self.formula.strings)
 
 
 def stored_model(design: DesignRecord, coefficients: Coefficients, sgd_state: dict) -> StoredModel:
@@ -60,6 +70,9 @@ def stored_model(design: DesignRecord, coefficients: Coefficients, sgd_state: di
         feature_min=np.array(design.feature_min, dtype=np.float64),
         feature_max=np.array(design.feature_max, dtype=np.float64),
         sgd=linear_from(sgd_state),
+        formula=FormulaModel.from_json(design.formula) if design.formula else None,
+        robust_cov=(np.array(exact["cov_params"], dtype=np.float64)
+                    if exact.get("cov_type", "nonrobust") != "nonrobust" else None),
     )
 
 
@@ -97,23 +110,57 @@ def check_columns(source: str, header: tuple[str, ...], features: tuple[str, ...
 
 
 def critical_t(model: StoredModel, alpha: float) -> float:
-    """t_{1 - alpha/2}(df_resid): the half-width of the intervals in standard errors."""
+    """t_{1 - alpha/2}(df_resid) (the normal quantile under a robust covariance): the half-width of the
+    intervals in standard errors."""
+    if model.robust_cov is not None:
+        return float(stats.norm.ppf(1 - alpha / 2))
     return float(stats.t.ppf(1 - alpha / 2, model.df_resid))
+
+
+def level_codes(model: StoredModel, columns: list[np.ndarray], first_row: int, where) -> list[np.ndarray]:
+    """A formula model's categorical columns checked against the levels it was fitted on (an unseen
+    one is UserInputError naming the column, the row and the level), text columns as the index of
+    each value in its levels; the other columns as they are."""
+    if model.formula is None:
+        return columns
+    out = []
+    for j, (name, values) in enumerate(zip(model.features, columns)):
+        levels = model.formula.levels.get(name)
+        if levels is None:
+            out.append(values)
+            continue
+        index = {level: i for i, level in enumerate(levels)}
+        if j not in model.text:  # a number used as C(col): its levels are numbers too
+            index |= {float(level): i for i, level in enumerate(levels)}
+        codes = np.array([index.get(v, -1) for v in values.tolist()], dtype=np.float64)
+        if (codes < 0).any():
+            i = int(np.argmax(codes < 0))
+            file, at = where(first_row + i)
+            shown = ", ".join(map(repr, levels[:10])) + (", ..." if len(levels) > 10 else "")
+            raise UserInputError(f"{file}: column {name!r}, {at}: level {values[i]!r} was not in the data the "
+                                 f"model was fitted on (its levels: {shown})")
+        out.append(codes if j in model.text else values)
+    return out
 
 
 def predict_block(model: StoredModel, columns: list[np.ndarray], t: float, use: str) -> dict[str, np.ndarray]:
     """The columns the prediction adds to one block (output_columns): columns are the model's
-    features, (m,) float64 each; t from critical_t; use: "exact" or "sgd", the model whose prediction
-    the intervals are centred on."""
+    features, (m,) float64 each (level_codes' for a formula model); t from critical_t; use: "exact" or
+    "sgd", the model whose prediction the intervals are centred on."""
     features = np.column_stack(columns)
-    W = model.basis.apply(features)  # (m, p)
+    terms = model.formula.terms_of(features) if model.formula else term_values(features, model.degree)
+    W = model.basis.apply(features if model.degree > 1 else terms)  # (m, p)
     exact = W @ model.basis_coefficients
     # h = |R^-T w|^2, one triangular solve for the block: R^T V = W^T, V (p, m).
     V = linalg.solve_triangular(model.r_factor, W.T, trans="T")
     h = np.einsum("ij,ij->j", V, V)
     se = model.residual_std * np.sqrt(h)
+    if model.robust_cov is not None:
+        intercept = len(model.robust_cov) == terms.shape[1] + 1
+        X = np.column_stack([np.ones(len(terms)), terms]) if intercept else terms
+        se = np.sqrt(np.einsum("ij,jk,ik->i", X, model.robust_cov, X))
     with torch.no_grad():
-        sgd = model.sgd(torch.from_numpy(np.ascontiguousarray(term_values(features, model.degree)))).numpy()[:, 0]
+        sgd = model.sgd(torch.from_numpy(np.ascontiguousarray(terms))).numpy()[:, 0]
     centre = exact if use == "exact" else sgd
     half_obs = t * np.sqrt(model.residual_std**2 + se**2)
     out = {
@@ -127,5 +174,7 @@ def extrapolated(model: StoredModel, columns: list[np.ndarray]) -> np.ndarray:
     """(m,) bool: the row has a feature outside the range the model was fitted on."""
     outside = np.zeros(len(columns[0]), dtype=bool)
     for j, v in enumerate(columns):
+        if model.formula and model.features[j] in model.formula.levels:
+            continue  # a level seen in the fit is inside its range
         outside |= (v < model.feature_min[j]) | (v > model.feature_max[j])
     return outside

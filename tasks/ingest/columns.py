@@ -11,8 +11,8 @@ import pandas as pd
 
 from tasks.config import ModelSpec
 from tasks.errors import UserInputError
+from tasks.ingest.cells import decimal_comma_hint
 from tasks.ingest.load import Input
-from tasks.ingest.validate import decimal_comma_hint
 
 
 def _looks_numeric(column: pd.Series) -> bool:

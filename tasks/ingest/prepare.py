@@ -22,11 +22,14 @@ from prefect import task
 
 from tasks.config import ModelSpec
 from tasks.errors import retry_unless_user_error
+from tasks.ingest.categorical import Levels, carried_columns, dropped_note, formula_columns, model_of
+from tasks.ingest.cells import MissingCells, check_block
 from tasks.ingest.columns import select_columns
 from tasks.ingest.load import Input, open_input
 from tasks.ingest.store import ContentHash, StagedParquet, stored_copy, stored_file
-from tasks.ingest.validate import DistinctValues, MissingCells, check_block, check_design, check_magnitudes, find_first
+from tasks.ingest.validate import DistinctValues, check_design, check_magnitudes, find_first
 from tasks.kernels.design import Design, scaled_basis
+from tasks.kernels.formula import FormulaModel
 from tasks.kernels.table import BLOCK_ROWS, ColumnStats, ParquetTable
 from tasks.kernels.tsqr import Geometry
 
@@ -41,7 +44,9 @@ class Prepared:
     columns: the model's columns, target first; stats: their ColumnStats; geometry: the design's
     (computed once per run); timings: seconds the pass spent in each of STAGES; block_rows: rows
     per block and per row group of the stored file; selection: the columns' log line; intercept: the
-    model's, which the geometry was computed for (it travels with it to the flow).
+    model's, which the geometry was computed for (it travels with it to the flow); formula: a formula
+    model with the table's levels, term_stats its term columns' statistics; dropped: rows left out
+    by --missing drop.
     """
 
     source: str
@@ -55,13 +60,19 @@ class Prepared:
     block_rows: int = BLOCK_ROWS
     selection: str = ""  # which columns the model uses, which it left out and why (a log line)
     intercept: bool = True  # the model's, which the geometry was computed for
+    formula: FormulaModel | None = None
+    term_stats: ColumnStats | None = None
+    dropped: int = 0
+    extra: tuple[str, ...] = ()  # columns stored beside the model's (the clusters of --cov cluster:COL)
 
     def table(self) -> ParquetTable:
-        return ParquetTable(self.path, self.columns, self.rows, self.stats, self.block_rows)
+        levels = {name: self.formula.levels[name] for name in self.formula.strings} if self.formula else {}
+        return ParquetTable(self.path, self.columns, self.rows, self.stats, self.block_rows, levels=levels)
 
     def design(self, spec: ModelSpec) -> Design:
         """The model's design over the stored file (read block by block, never whole)."""
-        return Design(self.table(), self.columns[1:], self.columns[0], spec.degree, spec.intercept)
+        return Design(self.table(), self.columns[1:], self.columns[0], spec.degree, self.intercept, self.formula,
+                      self.term_stats)
 
     def to_json(self) -> dict:
         """A JSON-able dict that from_json turns back into an equal Prepared (floats round-trip exactly)."""
@@ -70,6 +81,9 @@ class Prepared:
             "source": self.source, "path": self.path, "sha256": self.sha256, "rows": self.rows,
             "columns": list(self.columns), "stats": self.stats.to_json(), "block_rows": self.block_rows,
             "timings": {k: float(v) for k, v in self.timings.items()}, "selection": self.selection,
+            "formula": self.formula.to_json() if self.formula else None, "dropped": self.dropped,
+            "extra": list(self.extra),
+            "term_stats": self.term_stats.to_json() if self.term_stats is not None else None,
             # The basis (exact rationals) is rebuilt from the stats; its model is degree and intercept.
             "geometry": {"degree": g.basis.degree, "intercept": self.intercept, "R": g.R.tolist(),
                          "qty": g.qty.tolist(), "terms": g.terms.to_json(), "y": g.y.to_json()},
@@ -78,13 +92,17 @@ class Prepared:
     @classmethod
     def from_json(cls, doc: Mapping) -> Prepared:
         columns, stats, g = tuple(doc["columns"]), ColumnStats.from_json(doc["stats"]), doc["geometry"]
-        table = ParquetTable(doc["path"], columns, int(doc["rows"]), stats, int(doc["block_rows"]))
-        design = Design(table, columns[1:], columns[0], int(g["degree"]), bool(g["intercept"]))
+        formula = FormulaModel.from_json(doc["formula"]) if doc.get("formula") else None
+        term_stats = ColumnStats.from_json(doc["term_stats"]) if doc.get("term_stats") else None
+        levels = {name: formula.levels[name] for name in formula.strings} if formula else {}
+        table = ParquetTable(doc["path"], columns, int(doc["rows"]), stats, int(doc["block_rows"]), levels=levels)
+        design = Design(table, columns[1:], columns[0], int(g["degree"]), bool(g["intercept"]), formula, term_stats)
         geometry = Geometry(scaled_basis(design), np.array(g["R"], dtype=np.float64),
                             np.array(g["qty"], dtype=np.float64), ColumnStats.from_json(g["terms"]),
                             ColumnStats.from_json(g["y"]))
         return cls(doc["source"], table.path, doc["sha256"], table.rows, columns, stats, geometry,
-                   dict(doc["timings"]), table.block_rows, doc.get("selection", ""), design.intercept)
+                   dict(doc["timings"]), table.block_rows, doc.get("selection", ""), design.intercept, formula,
+                   term_stats, int(doc.get("dropped", 0)), tuple(doc.get("extra", ())))
 
 
 class _Clock:
@@ -103,30 +121,52 @@ class _Clock:
 
 
 def prepare_data(spec: ModelSpec, data: Path, data_dir: Path, block_rows: int = BLOCK_ROWS,
-                 decimal: str = ".") -> Prepared:
+                 decimal: str = ".", extra: tuple[str, ...] = ()) -> Prepared:
     """Read, validate and store DATA for the model in one pass; raise UserInputError on bad input.
-    decimal: a CSV's decimal mark."""
+    decimal: a CSV's decimal mark; extra: columns the run needs beside the model's (the clusters of
+    --cov cluster:COL), checked and stored with them."""
     clock = _Clock()
     with clock("load"):
         source = open_input(data, decimal)
     with clock("validate"):
-        columns, note = select_columns(source, spec, block_rows)
+        if spec.formula is None:
+            (columns, note), strings, categorical = select_columns(source, spec, block_rows), (), ()
+        else:
+            columns, strings, categorical, note = formula_columns(source, spec, block_rows)
+        carried = carried_columns(source, columns, extra, block_rows)
+    kinds = _Kinds(strings, categorical, tuple(carried), tuple(name for name, text in carried.items() if text))
     # The input may be this data folder's stored copy itself: then hash it, but do not copy it.
-    claimed = stored_copy(source.metadata, columns, Path(data_dir))
-    prepared = _pass(spec, source, columns, Path(data_dir), block_rows, clock, claimed)
+    claimed = stored_copy(source.metadata, columns + kinds.extra, Path(data_dir))
+    prepared = _pass(spec, source, columns, Path(data_dir), block_rows, clock, claimed, kinds)
     if prepared is None:  # its rows do not hash to the name it claims: store it like any input
-        prepared = _pass(spec, source, columns, Path(data_dir), block_rows, clock, None)
+        prepared = _pass(spec, source, columns, Path(data_dir), block_rows, clock, None, kinds)
+    if prepared.dropped:
+        note += "; " + dropped_note(prepared.dropped, prepared.rows)
     return dataclasses.replace(prepared, selection=note)
 
 
+@dataclass(frozen=True)
+class _Kinds:
+    """A formula's columns held as text, and those used as categorical (empty without a formula); the
+    columns carried beside the model's, and those of them held as text."""
+
+    strings: tuple[str, ...]
+    categorical: tuple[str, ...]
+    extra: tuple[str, ...] = ()
+    extra_text: tuple[str, ...] = ()
+
+
 def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Path, block_rows: int,
-          clock: _Clock, claimed: str | None) -> Prepared | None:
+          clock: _Clock, claimed: str | None, kinds: _Kinds) -> Prepared | None:
     """The streamed pass; with `claimed`, the sha256 the stored copy should have (None if it has not)."""
-    stats, digest = ColumnStats.empty(len(columns)), ContentHash(columns)
+    stored = columns + kinds.extra  # the model's columns, then the ones carried beside them
+    text = tuple(j for j, name in enumerate(stored) if name in kinds.strings + kinds.extra_text)
+    stats, digest = ColumnStats.empty(len(stored)), ContentHash(stored, text)
     distinct = DistinctValues(spec.degree + int(spec.intercept))
-    missing = MissingCells(columns)
-    with StagedParquet(data_dir, columns, block_rows) if claimed is None else _no_write() as staged:
-        blocks = source.blocks(columns, block_rows)
+    missing, levels = MissingCells(stored), Levels(kinds.categorical, spec.max_levels, source.source)
+    drop, dropped = spec.missing == "drop", 0
+    with StagedParquet(data_dir, stored, block_rows, text) if claimed is None else _no_write() as staged:
+        blocks = source.blocks(stored, block_rows)
         while True:
             with clock("load"):
                 raw = next(blocks, None)
@@ -135,16 +175,20 @@ def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Pa
             if not raw.rows:
                 continue
             with clock("validate"):
-                values = check_block(raw, columns, source.where, missing)
-                if any(missing.count):
+                values = check_block(raw, stored, source.where, missing, frozenset(text), drop)
+                dropped += raw.rows - len(values[0])
+                if any(missing.count) or not len(values[0]):
                     continue  # the pass only counts the missing cells now; it fails after them
-                rows_t = np.array(values)  # (k, m): its transpose is the (m, k) block, column-major
+                for name in kinds.categorical:
+                    levels.add(name, values[columns.index(name)])
+                # (k, m): its transpose is the (m, k) block, column-major; 0.0 stands in for text
+                rows_t = np.array([np.zeros(len(v)) if j in text else v for j, v in enumerate(values)])
                 with np.errstate(over="ignore"):  # squares of values beyond magnitude_limit: refused below
                     stats = stats.merge(ColumnStats.of(rows_t.T))
                 if spec.degree > 1:
                     distinct.add(values[1])
             with clock("store"):
-                digest.update(rows_t.T)
+                digest.update(rows_t.T, {j: values[j] for j in text})
                 if staged is not None:
                     staged.write(values)
         missing.check()
@@ -154,16 +198,22 @@ def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Pa
         with clock("store"):
             if staged is not None:
                 staged.finish(source.source, sha, stats.count)
+        model = model_of(spec, columns, kinds.strings, levels) if spec.formula else None
+        stats = stats.column(slice(0, len(columns)))  # the model's columns'
         table = ParquetTable(staged.path if staged else str(stored_file(data_dir, sha)), columns, stats.count,
-                             stats, block_rows)
+                             stats, block_rows, levels={name: model.levels[name] for name in kinds.strings})
         with clock("validate"):
             check_magnitudes(stats, columns, spec.degree, source.source, partial(find_first, table), source.where)
-            design = Design(table, columns[1:], columns[0], spec.degree, spec.intercept)
+            design = Design(table, columns[1:], columns[0], spec.degree,
+                            model.intercept if model else spec.intercept, model)
+            if model is not None and stats.count:  # the basis needs the term columns' statistics: a pass
+                design = dataclasses.replace(design, term_stats=design.terms_stats())
             geometry = check_design(design, source.source, distinct.count)
         with clock("store"):
             path = staged.publish(sha) if staged is not None else str(Path(table.path).resolve())
     return Prepared(source.source, path, sha, stats.count, columns, stats, geometry, clock.seconds, block_rows,
-                    intercept=spec.intercept)
+                    intercept=design.intercept, formula=model, term_stats=design.term_stats, dropped=dropped,
+                    extra=kinds.extra)
 
 
 @contextmanager
@@ -172,6 +222,7 @@ def _no_write() -> Iterator[None]:
 
 
 @task(name="prepare-data", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
-def prepare_data_task(spec: ModelSpec, data: str, data_dir: str, decimal: str = ".") -> Prepared:
+def prepare_data_task(spec: ModelSpec, data: str, data_dir: str, decimal: str = ".",
+                      extra: tuple[str, ...] = ()) -> Prepared:
     """Load, validate and store the input in one streamed pass."""
-    return prepare_data(spec, Path(data), Path(data_dir), decimal=decimal)
+    return prepare_data(spec, Path(data), Path(data_dir), decimal=decimal, extra=extra)

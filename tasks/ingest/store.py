@@ -35,17 +35,30 @@ class ContentHash:
 
     with the rows in order, each row's values in column order (row-major), so that any split into
     blocks of rows gives the same hash; and so does any file format, encoding or Parquet writer.
+
+    A table with text columns (a formula's categorical columns, `text`: their indexes) has 0.0 in
+    their place in those rows, and each text column is hashed on its own, as two streams over its
+    rows in order: the UTF-8 byte length of each value (uint32 little-endian) and the values' bytes;
+    the hash is then sha256(the rows' digest + each text column's length and byte digests).
     """
 
-    def __init__(self, columns: tuple[str, ...]) -> None:
+    def __init__(self, columns: tuple[str, ...], text: tuple[int, ...] = ()) -> None:
         self._digest = hashlib.sha256(json.dumps(list(columns)).encode("utf-8") + b"\n")
+        self._text = {j: (hashlib.sha256(), hashlib.sha256()) for j in text}
 
-    def update(self, block: np.ndarray) -> None:
-        """block: (m, k) float64 rows."""
+    def update(self, block: np.ndarray, texts: dict[int, np.ndarray] | None = None) -> None:
+        """block: (m, k) float64 rows (0.0 in the text columns); texts: column index -> (m,) strings."""
         self._digest.update(np.ascontiguousarray(block, dtype="<f8"))
+        for j, (lengths, data) in self._text.items():
+            encoded = [v.encode("utf-8") for v in texts[j]]
+            lengths.update(np.array([len(e) for e in encoded], dtype="<u4").tobytes())
+            data.update(b"".join(encoded))
 
     def hexdigest(self) -> str:
-        return self._digest.hexdigest()
+        if not self._text:
+            return self._digest.hexdigest()
+        parts = [self._digest.digest(), *(d.digest() for pair in self._text.values() for d in pair)]
+        return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
 def stored_file(data_dir: Path, sha: str) -> Path:
@@ -74,13 +87,14 @@ def _nearest_folder(folder: Path) -> Path:
 
 
 class StagedParquet:
-    """The stored Parquet while it is written: (m,) float64 columns in, row groups of block_rows out.
+    """The stored Parquet while it is written: (m,) float64 columns (text for a formula's text columns)
+    in, row groups of block_rows out.
 
     path: where it can be read before publish() names it. Use as a context manager: leaving it
     without publish() discards the file (and any folder it made).
     """
 
-    def __init__(self, data_dir: Path, columns: tuple[str, ...], block_rows: int) -> None:
+    def __init__(self, data_dir: Path, columns: tuple[str, ...], block_rows: int, text: tuple[int, ...] = ()) -> None:
         self.folder = Path(data_dir).absolute() / "validated"
         self.block_rows, self.columns = block_rows, columns
         self._pending: list[list[np.ndarray]] = []
@@ -98,7 +112,7 @@ class StagedParquet:
             self._named = self.folder / temp_name(*TEMP)
             self._fd = os.open(self._named, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
             self.path = str(self._named)
-        self._schema = pa.schema([(c, pa.float64()) for c in columns])
+        self._schema = pa.schema([(c, pa.string() if j in text else pa.float64()) for j, c in enumerate(columns)])
         try:
             # Plain float64 pages: the stored file is read by several passes, they decode at memory speed.
             self._writer = pq.ParquetWriter(self.path, self._schema, compression="none", use_dictionary=False)
@@ -107,7 +121,7 @@ class StagedParquet:
             raise
 
     def write(self, values: list[np.ndarray]) -> None:
-        """Append rows given as one (m,) float64 array per column."""
+        """Append rows given as one (m,) array per column: float64, or Python strings for a text column."""
         self._pending.append(values)
         self._pending_rows += len(values[0])
         if self._pending_rows >= self.block_rows:
@@ -119,7 +133,8 @@ class StagedParquet:
         columns = [np.concatenate(parts) if len(parts) > 1 else parts[0] for parts in zip(*self._pending)]
         rows = self._pending_rows
         keep = 0 if final else rows % self.block_rows  # tiny input batches wait for a whole row group
-        table = pa.Table.from_arrays([pa.array(c[: rows - keep]) for c in columns], schema=self._schema)
+        table = pa.Table.from_arrays([pa.array(c[: rows - keep], type=f.type) for c, f in zip(columns, self._schema)],
+                                     schema=self._schema)
         self._writer.write_table(table, row_group_size=self.block_rows)
         self._pending = [[c[rows - keep:] for c in columns]] if keep else []
         self._pending_rows = keep

@@ -1,6 +1,6 @@
-"""Validate step: the table can be fitted. Columns are chosen once from the header, every block of
-values is checked and coerced to float64 as it streams by, and the checks that need the whole table
-(magnitudes, rows, constant columns, distinct values, rank) run on its statistics and its geometry."""
+"""Validate step: the table can be fitted. Every block's cells are checked as it streams by
+(tasks/ingest/cells.py); the checks that need the whole table (magnitudes, rows, constant columns,
+distinct values, rank) run here on its statistics and its geometry."""
 
 from __future__ import annotations
 
@@ -8,108 +8,16 @@ import math
 from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 
 from tasks.errors import UserInputError
-from tasks.ingest.load import Column, RawBlock
+from tasks.ingest.cells import Where
 from tasks.kernels.design import Design
 from tasks.kernels.table import ColumnStats, ParquetTable
 from tasks.kernels.tsqr import Geometry, design_geometry
 from tasks.wording import counted
 
-# where(row) -> (file, "row 3 (line 4)"): the file that holds a row (0-based over the input), and the row in it.
-Where = Callable[[int], tuple[str, str]]
 # find(j, test) -> the first row whose value in column j passes test (a vectorized predicate), and that value.
 Find = Callable[[int, Callable[[np.ndarray], np.ndarray]], tuple[int, float]]
-
-
-def decimal_comma_hint(value: object) -> str:
-    """A hint when a value that is not a number reads as one with a decimal comma ('130,7')."""
-    text = str(value).strip()
-    if "," in text and "." not in text:
-        try:
-            float(text.replace(",", "."))
-        except ValueError:
-            return ""
-        return f" ({text!r} reads as a number with --decimal ,)"
-    return ""
-
-
-def _float64(column: Column) -> tuple[np.ndarray, pd.Series | None]:
-    """(values (m,) float64, NaN where missing or not a number; the text values, or None when the
-    column was numeric)."""
-    if isinstance(column, pa.Array):
-        kind = column.type
-        if column.null_count == 0 and (pa.types.is_floating(kind) or pa.types.is_integer(kind)):
-            return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64), None
-        column = column.to_pandas()
-    if pd.api.types.is_numeric_dtype(column):  # bool too: False, True are 0, 1
-        return column.to_numpy(dtype=np.float64, na_value=np.nan), None
-    return pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan), column
-
-
-class MissingCells:
-    """Missing cells over a whole pass, per column: how many, and where the first one is; so that one
-    message names them all instead of one run per blank cell."""
-
-    def __init__(self, columns: tuple[str, ...]) -> None:
-        self.columns, self.count, self.first = columns, [0] * len(columns), [None] * len(columns)
-
-    def add(self, j: int, mask: np.ndarray, first_row: int, where: Where) -> None:
-        """Column j's missing cells of a block whose first row is first_row (mask (m,))."""
-        n = int(mask.sum())
-        if n and self.first[j] is None:
-            self.first[j] = where(first_row + int(np.argmax(mask)))
-        self.count[j] += n
-
-    def check(self) -> None:
-        """UserInputError naming every column with missing cells, if any."""
-        found = [(name, n, first) for name, n, first in zip(self.columns, self.count, self.first) if n]
-        if not found:
-            return
-        if len(found) == 1 and found[0][1] == 1:  # one blank cell: the message of any other bad value
-            name, _, (file, at) = found[0]
-            raise UserInputError(f"{file}: column {name!r}, {at}: missing value")
-        total = sum(n for _, n, _ in found)
-        each = "; ".join(f"column {name!r}: {counted(n, 'missing value')}, the first in {file}, {at}"
-                         for name, n, (file, at) in found)
-        raise UserInputError(f"{total} missing values in {counted(len(found), 'column')}: {each}; fill them, "
-                             "or leave those rows out of the table")
-
-
-def check_block(block: RawBlock, columns: tuple[str, ...], where: Where,
-                missing: MissingCells | None = None) -> list[np.ndarray]:
-    """The block's columns as float64 (m,) arrays; every value must be present, numeric and finite.
-
-    The first bad value (lowest row, then the first column in model order) is named with its file,
-    column and row. With `missing`, missing cells are counted there instead (MissingCells.check
-    names them all after the pass); a value that is not a number or not finite still stops here.
-    """
-    values, first = [], None
-    for j, column in enumerate(block.columns):
-        v, text = _float64(column)
-        values.append(v)
-        bad = ~np.isfinite(v)
-        if missing is not None and bad.any():
-            blank = np.isnan(v) if text is None else (np.isnan(v) & text.isna().to_numpy())
-            missing.add(j, blank, block.first_row, where)
-            bad &= ~blank
-        if bad.any():
-            i = int(np.argmax(bad))
-            if first is None or i < first[0]:
-                first = (i, j, text)
-    if first is None:
-        return values
-    i, j, text = first
-    file, at = where(block.first_row + i)
-    place = f"{file}: column {columns[j]!r}, {at}"
-    value = float(values[j][i])
-    if not math.isnan(value):
-        raise UserInputError(f"{place}: value {value!r} is not finite")
-    if text is not None and not pd.isna(text.iloc[i]):
-        raise UserInputError(f"{place}: value {text.iloc[i]!r} is not a number{decimal_comma_hint(text.iloc[i])}")
-    raise UserInputError(f"{place}: missing value")
 
 
 def magnitude_limit(n: int) -> float:
@@ -236,9 +144,10 @@ def check_design(design: Design, source: str, distinct: int) -> Geometry:
             f"{source}: target column {design.target!r} is 0 on every row; the uncentered R\u00b2 is "
             "undefined for it and there is nothing to fit"
         )
-    x = design.stats.column(slice(1, None))
+    # A formula's terms are not its columns (a text column's statistics are placeholders): its terms'.
+    x, columns = (design.terms_stats(), names) if design.formula else (design.stats.column(slice(1, None)), design.names)
     if design.intercept:
-        for j, name in enumerate(design.names):
+        for j, name in enumerate(columns):
             if x.min[j] == x.max[j]:
                 raise UserInputError(
                     f"{source}: column {name!r} is constant (every row is {float(x.min[j])!r}); "

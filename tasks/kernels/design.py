@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
 import numpy as np
 
 from tasks.kernels import rational
 from tasks.kernels.affine import column_scaling, exact_map
-from tasks.kernels.table import BLOCK_ROWS, ArrayTable, ColumnStats, Table
+from tasks.kernels.formula import FormulaModel
+from tasks.kernels.table import BLOCK_ROWS, ArrayTable, ColumnStats, Table, stats_of
 
 
 def term_values(features: np.ndarray, degree: int) -> np.ndarray:
@@ -28,7 +29,9 @@ class Design:
     """y ~ b0 + sum_j b_j * term_j over a table read in blocks.
 
     table: blocks (m, 1 + n_features), target first, then the raw predictor columns `names`.
-    degree > 1 only with one feature: terms are x, x^2, ..., x^degree.
+    degree > 1 only with one feature: terms are x, x^2, ..., x^degree. formula: the terms of a
+    formula model (kernels/formula.py) of the raw columns, whose statistics are term_stats (one pass
+    over the table, before the basis is built); its intercept is the design's.
     """
 
     table: Table
@@ -36,6 +39,8 @@ class Design:
     target: str
     degree: int = 1
     intercept: bool = True
+    formula: FormulaModel | None = None
+    term_stats: ColumnStats | None = field(default=None, compare=False)
 
     @classmethod
     def from_arrays(cls, features: np.ndarray, y: np.ndarray, names: tuple[str, ...], target: str = "y",
@@ -55,6 +60,8 @@ class Design:
 
     @property
     def term_names(self) -> tuple[str, ...]:
+        if self.formula is not None:
+            return self.formula.term_names
         if self.degree == 1:
             return self.names
         x = self.names[0]
@@ -66,7 +73,23 @@ class Design:
 
     def terms_of(self, features: np.ndarray) -> np.ndarray:
         """(m, n_terms) term values in float64 of (m, n_features) raw predictor values."""
+        if self.formula is not None:
+            return self.formula.terms_of(features)
         return term_values(features, self.degree)
+
+    def basis_rows(self, basis: ScaledBasis, features: np.ndarray) -> np.ndarray:
+        """W rows (m, n_params) of a block of raw predictor values: a polynomial basis is a function of
+        the feature, the others of the term values."""
+        return basis.apply(features if self.degree > 1 else self.terms_of(features))
+
+    def terms_stats(self) -> ColumnStats:
+        """Statistics of the term columns: the feature columns' for straight-line terms, else
+        term_stats (a formula's, from a pass) or one pass here."""
+        if self.formula is None and self.degree == 1:
+            return self.stats.column(slice(1, None))
+        if self.term_stats is not None:
+            return self.term_stats
+        return stats_of((self.terms_of(f) for f, _ in self.blocks()), len(self.term_names))
 
     def split(self, parts: int) -> list[Design]:
         """The same model over up to `parts` runs of consecutive rows, for passes done part by part
@@ -106,7 +129,7 @@ class Design:
 class ScaledBasis:
     """A well-conditioned basis W spanning the same column space as the design, block by block.
 
-    W = apply(features): (m, n_params). For polynomials, W's columns are Chebyshev polynomials
+    W = apply(values): (m, n_params) of the raw feature (polynomials) or the term values. For polynomials, W's columns are Chebyshev polynomials
     T_k(z) of z = (x - shift) / scale, z in [-1, 1] (without an intercept: z^k, z = x / scale);
     otherwise an intercept column 1/sqrt(n) and centered columns (term - shift) / scale, scale
     the centered column's norm, so every column has norm 1. exact: (n_params, n_params) rationals
@@ -127,7 +150,8 @@ class ScaledBasis:
         return np.array(rational.to_float(self.exact))
 
     def apply(self, features: np.ndarray) -> np.ndarray:
-        """W rows (m, n_params) of a block of raw predictor values (m, n_features)."""
+        """W rows (m, n_params) of a block: (m, 1) raw feature values for a polynomial, else (m, n_terms)
+        term values (Design.basis_rows picks which)."""
         if self.kind == "chebyshev":
             return np.polynomial.chebyshev.chebvander((features[:, 0] - self.shift[0]) / self.scale[0], self.degree)
         if self.kind == "powers":
@@ -144,9 +168,10 @@ class ScaledBasis:
 
 def scaled_basis(design: Design) -> ScaledBasis:
     """The well-conditioned twin of the design, from its column statistics alone (no pass over the rows)."""
-    x = design.stats.column(slice(1, None))  # the raw predictor columns
     if design.degree > 1:
+        x = design.stats.column(slice(1, None))  # the raw predictor column
         return _chebyshev_basis(design, float(x.min[0]), float(x.max[0]))
+    x = design.terms_stats()
     # Columns of norm 1 (kernels.affine); c on W: beta = T c.
     scaling = column_scaling(x, design.intercept)
     ones = 1.0 / math.sqrt(design.n) if design.intercept else 0.0

@@ -38,7 +38,7 @@ RSS, S1, S2, GRADIENT = 0, 1, 2, 3
 @dataclass(frozen=True)
 class Refined:
     """beta: (n_params,) float64, the rounded exact solution; rss: sum of squared residuals of the
-    unrounded solution; tss: sum (y - mean y)^2 with an intercept, sum y^2 without; steps taken;
+    unrounded solution; tss: sum (y - mean y)^2 when the design spans the constant, sum y^2 otherwise; steps taken;
     converged: the last correction was below float64 resolution."""
 
     beta: np.ndarray
@@ -69,7 +69,7 @@ class _Workspace:
         double-double (x**k in float64 is not exact); lo is None when the terms are the features."""
         X = self.X[:, :len(features)]
         if design.degree == 1:
-            np.copyto(X, features.T)
+            np.copyto(X, design.terms_of(features).T)
             return X, None
         pw = dd.powers(np.ascontiguousarray(features[:, 0]), design.degree)
         for j, (h, _) in enumerate(pw):
@@ -192,9 +192,10 @@ def refine(design: Design, geometry: Geometry, passes: Passes = LOCAL) -> Refine
     beta = [Fraction(float(b)) for b in geometry.initial_solution()]
     # The first pass also sums d = y - center and d^2 for the total sum of squares:
     # sum (y - mean)^2 = sum d^2 - (sum d)^2 / n for any float center (0 without an intercept).
-    center = float(geometry.y.mean[0]) if design.intercept else 0.0
+    centered = geometry.spans_constant(design.n)  # an intercept, or statsmodels' implicit constant
+    center = float(geometry.y.mean[0]) if centered else 0.0
     sums = _sums(split, beta, center, True, passes)
-    tss = sums[S2] - (sums[S1] ** 2 / design.n if design.intercept else 0)
+    tss = sums[S2] - (sums[S1] ** 2 / design.n if centered else 0)
     # Size of the solution in W coordinates, for a scale-free stopping rule.
     scale = float(np.linalg.norm(np.linalg.solve(R, geometry.qty)))
     threshold = 2.0**-60 * max(scale, 1e-300)

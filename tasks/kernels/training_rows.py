@@ -48,7 +48,7 @@ class RowMap:
             np.subtract(design.terms_of(features), self.x_shift, out=A[:, k:p])
             A[:, k:p] /= self.x_scale
         else:
-            np.matmul(self.basis.apply(features), self.P[:, k:], out=A[:, k:p])
+            np.matmul(design.basis_rows(self.basis, features), self.P[:, k:], out=A[:, k:p])
         np.subtract(y, self.y_shift, out=A[:, p])
         A[:, p] /= self.y_scale
         return A

@@ -34,7 +34,7 @@ def find_alerts(doc: Coefficients, comparison: Comparison, max_drift: float | No
     if max_drift is None:
         return []
     found = []
-    common = {"version": version, "model": doc.formula(), "target": doc.target, "terms": list(doc.terms),
+    common = {"version": version, "model": doc.model_formula(), "target": doc.target, "terms": list(doc.terms),
               "intercept": doc.intercept}
     drift = doc.drift
     moved = drift.max_rel_change if drift is not None else None

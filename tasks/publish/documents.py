@@ -36,9 +36,9 @@ def _split(values: tuple, intercept: bool) -> dict:
 
 
 def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison: Comparison,
-                     alpha: float = 0.05) -> dict:
+                     alpha: float = 0.05, dropped: int = 0) -> dict:
     """coefficients.json: the contract's fields, exact (with statsmodels' inference at level
-    1 - alpha, and cov_params) and SGD side by side."""
+    1 - alpha, and cov_params) and SGD side by side; dropped: the rows --missing drop left out."""
     stats = infer(exact, design.n, alpha)
     k = design.intercept
     exact_block = {
@@ -56,6 +56,9 @@ def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison
         "p_values": _split(stats.p_values, k),
         "conf_int": _split(stats.conf_int, k),
         "alpha": stats.alpha,
+        "cov_type": exact.cov_type,
+        "k_constant": exact.k_constant,
+        "cov_groups": exact.cov_groups,
         "f_statistic": stats.f_statistic,
         "f_pvalue": stats.f_pvalue,
         "log_likelihood": stats.log_likelihood,
@@ -83,7 +86,9 @@ def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison
         "device": sgd.device,
         "dtype": sgd.dtype,
     }
-    doc = Coefficients(design.target, tuple(design.term_names), design.intercept, exact_block, sgd_block)
+    doc = Coefficients(design.target, tuple(design.term_names), design.intercept, exact_block, sgd_block,
+                       formula=design.formula.formula if design.formula else None, nobs=design.n,
+                       dropped_rows=dropped)
     return nulled(doc.to_json(), {"exact": _exact_reason(exact), "sgd": _sgd_reason(sgd.stop_reason, sgd.epochs)})
 
 
@@ -114,6 +119,7 @@ def design_doc(design: Design, geometry: Geometry, exact: ExactFit) -> dict:
         basis=BasisRecord(basis.kind, _floats(basis.shift), _floats(basis.scale), float(basis.ones), basis.degree),
         basis_coefficients=_floats(c), r_factor=tuple(_floats(row) for row in geometry.R),
         feature_min=_floats(features.min), feature_max=_floats(features.max),
+        formula=design.formula.to_json() if design.formula else None,
     ).to_json()
 
 
@@ -169,11 +175,11 @@ def manifest_doc(parameters: dict, data: DataRecord, timings: dict[str, float], 
 
 
 @task(name="build-documents")
-def build_documents_task(design, geometry, exact, sgd, comparison, alpha: float) -> dict:
+def build_documents_task(design, geometry, exact, sgd, comparison, alpha: float, dropped: int = 0) -> dict:
     """coefficients.json (its drift is added as it is written), comparison.json, loss_history.parquet,
     design.json and sgd_model.pt."""
     return {
-        COEFFICIENTS: coefficients_doc(design, exact, sgd, comparison, alpha),
+        COEFFICIENTS: coefficients_doc(design, exact, sgd, comparison, alpha, dropped),
         COMPARISON: comparison_doc(comparison),
         LOSS_HISTORY: loss_history_parquet(sgd),
         DESIGN: design_doc(design, geometry, exact),

@@ -85,14 +85,16 @@ def summary_markdown(doc: Coefficients, comparison: Comparison, version_path: st
         "",
         f"**Verdict: {verdict}.** {comparison.summary}.",
         "",
-        f"| parameter | exact least squares | std. error | t | P>\\|t\\| | {ci} | torch SGD "
-        "| abs. difference | change since previous |",
+        # exact and SGD side by side first: the comparison is what the page is for, and a narrow
+        # window cuts the table's right end
+        f"| parameter | exact least squares | torch SGD | abs. difference | std. error | t | P>\\|t\\| | {ci} "
+        "| change since previous |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for name, a, b, se, t, p, (lo, hi) in zip(names, ex, sg, *inference):
         diff = abs(b - a) if a is not None and b is not None else None
-        lines.append(f"| {escape_markdown(name)} | {_fmt(a)} | {_fmt(se)} | {_fmt(t)} | {_fmt(p)} "
-                     f"| {_fmt(lo)} to {_fmt(hi)} | {_fmt(b)} | {_fmt(diff)} | {_fmt(changes.get(name))} |")
+        lines.append(f"| {escape_markdown(name)} | {_fmt(a)} | {_fmt(b)} | {_fmt(diff)} | {_fmt(se)} | {_fmt(t)} "
+                     f"| {_fmt(p)} | {_fmt(lo)} to {_fmt(hi)} | {_fmt(changes.get(name))} |")
     since = (f"drift since {escape_markdown(moved.since)}: largest relative change "
              f"{_fmt(moved.max_rel_change)}"
              if moved.since else "first version of this model: no drift yet")
