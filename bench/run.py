@@ -95,6 +95,10 @@ def main() -> None:
         if not args.smoke:
             say("(f) a small run's fixed cost")
             overhead = included("bench_overhead", [], home, timeout)
+        formula = "Not run under --smoke: it needs a running Prefect server."
+        if not args.smoke:
+            say("(g) a formula model against statsmodels' formula API")
+            formula = included("bench_formula", [], home, timeout)
     mode = "`bench/run.py --smoke`: tiny sizes, a check that the bench runs, not a measurement" if args.smoke \
         else "`make bench` (bench/run.py)"
     args.out.write_text(f"""# linreg-flow benchmarks
@@ -138,6 +142,10 @@ fit is certified: a column-statistics pass, one TSQR pass, double-double refinem
 ## (f) A small run's fixed cost: the reused local server against a temporary server per run
 
 {overhead}
+
+## (g) A formula model with text categoricals against statsmodels' formula API
+
+{formula}
 
 Total bench time: {time.perf_counter() - start:.0f} s.
 """)

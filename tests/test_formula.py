@@ -264,3 +264,32 @@ def test_grunfeld_with_firm_effects_and_firm_clusters_is_statsmodels(tmp_path):
     np.testing.assert_allclose(fit.params, ref.params.to_numpy(), rtol=1e-10)
     np.testing.assert_allclose([fit.se_intercept, *fit.se_coefficients], ref.bse.to_numpy(), rtol=1e-8)
     assert stats.f_statistic == pytest.approx(ref_f, rel=1e-8) and stats.f_pvalue == pytest.approx(ref_p, rel=1e-8)
+
+
+def test_every_pass_of_a_formula_model_runs_part_by_part_through_pickle(tmp_path):
+    """What --dask does to a pass: the function and each part of the design (its formula model with
+    the table's levels) go through pickle to a worker; the exact fit, robust errors and training
+    agree with the one-piece answer to float64 rounding."""
+    import pickle
+
+    from tasks.config import TrainConfig
+    from tasks.kernels.passes import Passes
+    from tasks.training.train import train_sgd
+
+    calls = []
+
+    def pickling_map(fn, parts):
+        calls.append(len(parts))
+        return [pickle.loads(pickle.dumps(fn))(pickle.loads(pickle.dumps(part))) for part in parts]
+
+    df, formula = _table(), FORMULAS[0]
+    prepared = prepare_data(_spec(formula), _write(df, tmp_path, "parquet"), tmp_path / "data", block_rows=37)
+    design = prepared.design(_spec(formula))
+    one = fit_exact(design, prepared.geometry, cov_type="HC2")
+    parts = fit_exact(design, prepared.geometry, Passes(pickling_map, 3), cov_type="HC2")
+    assert calls and set(calls) == {3}
+    np.testing.assert_allclose(parts.params, one.params, rtol=1e-14)
+    np.testing.assert_allclose(parts.se_coefficients, one.se_coefficients, rtol=1e-12)
+    cfg = TrainConfig(device="cpu", epochs=50)
+    np.testing.assert_allclose(train_sgd(design, cfg, prepared.geometry, passes=Passes(pickling_map, 3)).params,
+                               train_sgd(design, cfg, prepared.geometry).params, rtol=1e-9)

@@ -109,8 +109,8 @@ class FormulaModel:
         columns = {}
         for j, name in enumerate(self.variables):
             column = values[:, j]
-            if name in self.strings:
-                column = np.asarray(self.levels[name], dtype=object)[column.astype(np.int64)]
+            if name in self.strings:  # a categorical of the levels: no strings are built
+                column = pd.Categorical.from_codes(column.astype(np.int64), categories=list(self.levels[name]))
             columns[name] = column
         return pd.DataFrame(columns)
 

@@ -68,8 +68,8 @@ class _Workspace:
         """The term columns of a chunk as rows (n_terms, m): hi, and lo for polynomial powers in
         double-double (x**k in float64 is not exact); lo is None when the terms are the features."""
         X = self.X[:, :len(features)]
-        if design.degree == 1:
-            np.copyto(X, design.terms_of(features).T)
+        if design.degree == 1:  # the features are the terms (a formula's: computed once per block)
+            np.copyto(X, features.T)
             return X, None
         pw = dd.powers(np.ascontiguousarray(features[:, 0]), design.degree)
         for j, (h, _) in enumerate(pw):
@@ -142,6 +142,8 @@ def part_sums(beta: np.ndarray, center: float | None, gradient: bool, design: De
     ws = _Workspace(design, beta, rows)
     total = (np.zeros(rows), np.zeros(rows))
     for features, y in design.blocks():
+        if design.formula is not None:  # its terms once per block: formulaic costs milliseconds a call
+            features = design.terms_of(features)
         for a in range(0, len(y), ws.chunk):
             b = a + ws.chunk
             total = dd.add(total, _chunk_sums(design, ws, features[a:b], y[a:b], beta, center, gradient))

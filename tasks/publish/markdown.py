@@ -81,7 +81,8 @@ def summary_markdown(doc: Coefficients, comparison: Comparison, version_path: st
     terms = ["1"] * doc.intercept + [escape_markdown(t) for t in doc.terms]
     lines = [f"**ALERT: {escape_markdown('; '.join(alerts))}.**", ""] if alerts else []
     lines += [
-        f"# {escape_markdown(doc.target)} ~ {' + '.join(terms)}",
+        # a formula as the user wrote it; otherwise the model's terms
+        f"# {escape_markdown(doc.formula)}" if doc.formula else f"# {escape_markdown(doc.target)} ~ {' + '.join(terms)}",
         "",
         f"**Verdict: {verdict}.** {comparison.summary}.",
         "",
@@ -105,6 +106,12 @@ def summary_markdown(doc: Coefficients, comparison: Comparison, version_path: st
         f"- F {_fmt(exact.get('f_statistic'))} (p {_fmt(exact.get('f_pvalue'))}), log-likelihood "
         f"{_fmt(exact.get('log_likelihood'))}, AIC {_fmt(exact.get('aic'))}, BIC {_fmt(exact.get('bic'))}, "
         f"{exact['df_resid']} residual degrees of freedom",
+        *([f"- covariance {exact['cov_type']}" + (f" ({counted(exact['cov_groups'], 'cluster')})"
+                                                   if exact.get("cov_groups") else "")
+           + ": z, p and intervals from the normal, F a Wald test (statsmodels' robust results)"]
+          if exact.get("cov_type", "nonrobust") != "nonrobust" else []),
+        *([f"- {counted(doc.dropped_rows, 'row')} with a missing value left out (--missing drop)"]
+          if doc.dropped_rows else []),
         f"- condition number {_fmt(exact['condition_number'])} (scaled design "
         f"{_fmt(exact['condition_number_scaled'])})",
         f"- SGD: {sgd['optimizer']}, lr {_fmt(sgd['lr'])}, {counted(sgd['epochs'], 'epoch')} ({sgd['stop_reason']}), "
