@@ -33,7 +33,7 @@ def table(text: str) -> list[dict[str, str]]:
 
 
 def test_smoke_bench_writes_every_table_with_finite_ratios(tmp_path):
-    """The smoke run exits 0 and RESULTS.md has the machine, the goals and sections (a) to (f); the
+    """The smoke run exits 0 and RESULTS.md has the machine, the goals and sections (a) to (g); the
     exact-fit table has every approach at 1e3 rows x 1 and 4 features with finite positive ratios and
     coefficients that agree with linreg-flow's, and the NIST table has LREs in [0, 15]."""
     out = tmp_path / "RESULTS.md"
@@ -43,7 +43,7 @@ def test_smoke_bench_writes_every_table_with_finite_ratios(tmp_path):
     found = sections(out.read_text())
     titles = list(found)
     assert titles[:2] == ["Machine", "Goals of issue 8"]
-    assert [t[:3] for t in titles[2:]] == ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)"]
+    assert [t[:3] for t in titles[2:]] == ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)"]
     assert "CPU:" in found["Machine"] and "torch" in found["Machine"]
 
     training = found[titles[2]]
