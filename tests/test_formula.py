@@ -293,3 +293,13 @@ def test_every_pass_of_a_formula_model_runs_part_by_part_through_pickle(tmp_path
     cfg = TrainConfig(device="cpu", epochs=50)
     np.testing.assert_allclose(train_sgd(design, cfg, prepared.geometry, passes=Passes(pickling_map, 3)).params,
                                train_sgd(design, cfg, prepared.geometry).params, rtol=1e-9)
+
+
+def test_a_term_beyond_float64s_safe_range_is_refused_by_name(tmp_path):
+    """The magnitude limits hold for the terms a formula computes, not only for its columns: x ** 150
+    of x near 10 is 1e150, whose squares overflow; exit 2 names the term and the row."""
+    df = _table().dropna()
+    df["x"] = df["x"] + 9
+    with pytest.raises(UserInputError, match=r"column 'I\(x \*\* 150\)', row \d+.*too large"):
+        prepare_data(ModelSpec(formula="y ~ I(x ** 150) + z"), _write(df, tmp_path, "csv"), tmp_path / "data")
+    assert not list((tmp_path / "data").glob("validated/*.parquet"))

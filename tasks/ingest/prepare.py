@@ -207,13 +207,32 @@ def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Pa
             design = Design(table, columns[1:], columns[0], spec.degree,
                             model.intercept if model else spec.intercept, model)
             if model is not None and stats.count:  # the basis needs the term columns' statistics: a pass
-                design = dataclasses.replace(design, term_stats=design.terms_stats())
+                with np.errstate(over="ignore", invalid="ignore"):  # terms beyond the limits: refused below
+                    design = dataclasses.replace(design, term_stats=design.terms_stats())
+                # The same float64 limits for the terms a formula computes (I(x ** 9), x:z) as for columns.
+                terms = _TermTable(design)
+                check_magnitudes(terms.stats, terms.columns, 1, source.source, partial(find_first, terms), source.where)
             geometry = check_design(design, source.source, distinct.count)
         with clock("store"):
             path = staged.publish(sha) if staged is not None else str(Path(table.path).resolve())
     return Prepared(source.source, path, sha, stats.count, columns, stats, geometry, clock.seconds, block_rows,
                     intercept=design.intercept, formula=model, term_stats=design.term_stats, dropped=dropped,
                     extra=kinds.extra)
+
+
+class _TermTable:
+    """A formula design's target and term columns as a table (blocks computed again from the stored
+    file), for the magnitude checks and the row they name."""
+
+    def __init__(self, design: Design) -> None:
+        self.design, self.columns = design, (design.target, *design.term_names)
+        y, t = design.stats.column(0), design.term_stats
+        self.stats = ColumnStats(y.count, *(np.concatenate([getattr(y, k), getattr(t, k)])
+                                            for k in ("mean", "m2", "min", "max")))
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        for features, y in self.design.blocks():
+            yield np.column_stack([y, self.design.terms_of(features)])
 
 
 @contextmanager
