@@ -303,3 +303,16 @@ def test_a_term_beyond_float64s_safe_range_is_refused_by_name(tmp_path):
     with pytest.raises(UserInputError, match=r"column 'I\(x \*\* 150\)', row \d+.*too large"):
         prepare_data(ModelSpec(formula="y ~ I(x ** 150) + z"), _write(df, tmp_path, "csv"), tmp_path / "data")
     assert not list((tmp_path / "data").glob("validated/*.parquet"))
+
+
+def test_missing_drop_works_without_a_formula_too(tmp_path):
+    """--missing drop with --target/--features: the rows with a blank in the model's columns are left
+    out (statsmodels' missing='drop'), the others fitted; a blank in a column the model does not use
+    leaves its row in."""
+    df = _table()
+    spec = ModelSpec(target="y", features=("x", "z"), missing="drop")
+    prepared = prepare_data(spec, _write(df, tmp_path, "csv"), tmp_path / "data")
+    fit = fit_exact(prepared.design(spec), prepared.geometry)
+    ref = smf.ols("y ~ x + z", df, missing="drop").fit()
+    assert prepared.rows == ref.nobs == 398 and prepared.dropped == 2  # store's blank does not count here
+    np.testing.assert_allclose(fit.params, ref.params.to_numpy(), rtol=1e-10)
