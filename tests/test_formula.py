@@ -316,3 +316,24 @@ def test_missing_drop_works_without_a_formula_too(tmp_path):
     ref = smf.ols("y ~ x + z", df, missing="drop").fit()
     assert prepared.rows == ref.nobs == 398 and prepared.dropped == 2  # store's blank does not count here
     np.testing.assert_allclose(fit.params, ref.params.to_numpy(), rtol=1e-10)
+
+
+def test_the_deployment_route_ingests_a_formula_with_clusters_inside_the_flow(prefect_harness, tmp_path):
+    """A scheduled (deployment) run has no CLI pass before it: the flow's prepare-data task reads the
+    formula's columns and the cluster column itself, and the version holds statsmodels' clustered fit."""
+    from flows.regression import regression_flow
+    from tasks.config import RunConfig, TrainConfig
+
+    df = _table().dropna()
+    df["firm"] = np.random.default_rng(9).choice([f"firm {i}" for i in range(17)], len(df))
+    formula = "y ~ x + z + C(store)"
+    config = RunConfig(data=_write(df, tmp_path, "csv"), artifacts_dir=tmp_path / "artifacts",
+                       data_dir=tmp_path / "data", model=ModelSpec(formula=formula), cov="cluster:firm",
+                       train=TrainConfig(device="cpu", epochs=200))
+    state = regression_flow(config=config, return_state=True)
+    assert state.is_completed(), state
+    doc = json.loads((Path(state.result()) / "coefficients.json").read_text())
+    ref = smf.ols(formula, df).fit(cov_type="cluster", cov_kwds={"groups": df["firm"]})
+    assert doc["formula"] == formula and doc["exact"]["cov_type"] == "cluster" and doc["exact"]["cov_groups"] == 17
+    se = [doc["exact"]["std_errors"]["intercept"], *doc["exact"]["std_errors"]["coefficients"]]
+    np.testing.assert_allclose(se, ref.bse.to_numpy(), rtol=1e-8)
