@@ -15,7 +15,7 @@ from prefect import get_run_logger, task
 from tasks.exact.robust import robust_cov
 from tasks.kernels import rational as rq
 from tasks.kernels.affine import column_scaling, exact_map, parameter_vector
-from tasks.kernels.design import Design, ScaledBasis
+from tasks.kernels.design import Design
 from tasks.kernels.passes import LOCAL, Passes
 from tasks.kernels.refine import refine
 from tasks.kernels.tsqr import Geometry, design_geometry
@@ -82,19 +82,11 @@ def condition_numbers(design: Design, geometry: Geometry) -> tuple[float, float]
     return float(raw), float(scaled)
 
 
-def inverse_gram(basis: ScaledBasis, R: np.ndarray) -> list[list[Fraction]]:
-    """(X^T X)^-1 = M M^T with M = T R^-1 (X = W T^-1, W^T W = R^T R), in exact rational arithmetic.
-
-    The entries of T are huge and cancel inside T R^-1, so it is formed on the rationals of R and T;
-    R's own rounding only perturbs the result by about cond(W)^2 * 2^-53. Forming X^T X would
-    square X's conditioning.
-    """
-    M = rq.matmul(basis.exact, rq.upper_inverse(rq.fractions(R)))
+def inverse_gram(M: list[list[Fraction]]) -> list[list[Fraction]]:
+    """(X^T X)^-1 = M M^T of M = Geometry.params_map() (T R^-1), in exact rational arithmetic (forming
+    X^T X would square X's conditioning); its symmetric half only."""
     # Each row of M as integers over one denominator: the p^2 dot products run on ints, not Fractions.
-    rows = []
-    for row in M:
-        d = math.lcm(*(v.denominator for v in row))
-        rows.append(([v.numerator * (d // v.denominator) for v in row], d))
+    rows = [rq.over_one_denominator(row) for row in M]
     p = len(M)
     G = [[Fraction(0)] * p for _ in range(p)]
     for i, (u, du) in enumerate(rows):
@@ -121,13 +113,15 @@ def fit_exact(design: Design, geometry: Geometry | None = None, passes: Passes =
     rss, tss = refined.rss, refined.tss
     dof = n - p
     sigma2 = rss / dof
-    gram_inv = inverse_gram(geometry.basis, geometry.R)
+    M = geometry.params_map()  # T R^-1, for the covariance and (robust) its sandwich
+    gram_inv = inverse_gram(M)
     se = np.sqrt(sigma2 * np.array([float(gram_inv[i][i]) for i in range(p)]))
     s2 = Fraction(rss) / dof  # statsmodels' cov_params() s^2 (X^T X)^-1, each entry rounded once
     cov = tuple(tuple(float(s2 * g) for g in row) for row in gram_inv)
     groups = None
     if cov_type != "nonrobust":
-        robust, groups = robust_cov(design, geometry, np.array([float(b) for b in theta]), cov_type, passes, cluster)
+        robust, groups = robust_cov(design, geometry, np.array(rq.to_float(M)), np.array([float(b) for b in theta]),
+                                    cov_type, passes, cluster)
         se, cov = np.sqrt(np.diag(robust)), tuple(tuple(map(float, row)) for row in robust)
     # NIST and statsmodels: without a constant, R^2 is the uncentered 1 - RSS / sum(y^2).
     r2 = 1.0 - rss / tss if tss > 0 else float("nan")

@@ -25,7 +25,6 @@ import pandas as pd
 import pyarrow.parquet as pq
 from scipy import linalg
 
-from tasks.kernels import rational as rq
 from tasks.kernels.design import Design
 from tasks.kernels.passes import LOCAL, Passes
 from tasks.kernels.table import ParquetTable
@@ -83,10 +82,11 @@ def _merge(a: dict, b: dict) -> dict:
     return a | {key: a[key] + row if key in a else row for key, row in b.items()}
 
 
-def robust_cov(design: Design, geometry: Geometry, params: np.ndarray, cov_type: str,
+def robust_cov(design: Design, geometry: Geometry, M: np.ndarray, params: np.ndarray, cov_type: str,
                passes: Passes = LOCAL, cluster: str | None = None) -> tuple[np.ndarray, int | None]:
     """statsmodels' cov_params() under cov_type (HC0-HC3, or cluster with the column `cluster`):
-    (p, p), parameters in order; and the number of clusters (None for HC)."""
+    (p, p), parameters in order; and the number of clusters (None for HC). M: T R^-1 in float64
+    (Geometry.params_map(), which the fit has already formed)."""
     R, params, groups = geometry.R, np.asarray(params), None
     if cov_type in HC_TYPES:
         meat = reduce(np.add, passes.over(partial(part_meat, cov_type, R, geometry.basis, params), design))
@@ -96,7 +96,6 @@ def robust_cov(design: Design, geometry: Geometry, params: np.ndarray, cov_type:
         groups, meat = len(U), U.T @ U
     else:
         raise ValueError(f"cov_type {cov_type!r}: expected one of {', '.join(HC_TYPES)} or cluster with a column")
-    M = np.array(rq.to_float(rq.matmul(geometry.basis.exact, rq.upper_inverse(rq.fractions(R)))))  # T R^-1
     cov = M @ meat @ M.T
     n, p = design.n, design.n_params
     if cov_type == "HC1":

@@ -18,7 +18,7 @@ def to_float(A: Matrix) -> list[list[float]]:
     return [[float(v) for v in row] for row in A]
 
 
-def _over_one_denominator(values: Sequence[Fraction]) -> tuple[list[int], int]:
+def over_one_denominator(values: Sequence[Fraction]) -> tuple[list[int], int]:
     """values as integer numerators over their least common denominator."""
     d = math.lcm(*(v.denominator for v in values)) if values else 1
     return [v.numerator * (d // v.denominator) for v in values], d
@@ -27,8 +27,8 @@ def _over_one_denominator(values: Sequence[Fraction]) -> tuple[list[int], int]:
 def matmul(A: Matrix, B: Matrix) -> list[list[Fraction]]:
     """A @ B, exactly: each row of A and each column of B as integers over one denominator, so the
     p^3 products are integer ones and each entry is normalized once (not p times, as Fraction sums do)."""
-    rows = [_over_one_denominator([Fraction(v) for v in row]) for row in A]
-    cols = [_over_one_denominator([Fraction(v) for v in col]) for col in zip(*B)]
+    rows = [over_one_denominator([Fraction(v) for v in row]) for row in A]
+    cols = [over_one_denominator([Fraction(v) for v in col]) for col in zip(*B)]
     return [[Fraction(sum(x * y for x, y in zip(u, v) if x), du * dv) for v, dv in cols] for u, du in rows]
 
 

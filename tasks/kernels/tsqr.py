@@ -11,11 +11,13 @@ The term columns' statistics (x, x^2, ... for a polynomial) are merged in the sa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import partial
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from tasks.kernels import rational as rq
 from tasks.kernels.design import Design, ScaledBasis, scaled_basis
 from tasks.kernels.passes import LOCAL, Passes
 from tasks.kernels.table import ColumnStats
@@ -51,6 +53,12 @@ class Geometry:
         w1 = n * (self.terms.mean - b.shift) / b.scale
         proj = np.linalg.solve(self.R.T, w1)
         return bool(proj @ proj >= n * (1 - 1e-9))
+
+    def params_map(self) -> list[list[Fraction]]:
+        """M = T R^-1 in exact rationals: the design's parameters of Q-coordinates (X = W T^-1 = Q R T^-1),
+        so (X^T X)^-1 = M M^T. The entries of T are huge and cancel inside T R^-1, so it is formed on
+        the rationals of R and T; R's own rounding perturbs it by about cond(W)^2 * 2^-53."""
+        return rq.matmul(self.basis.exact, rq.upper_inverse(rq.fractions(self.R)))
 
     def singular_values(self) -> tuple[np.ndarray, np.ndarray]:
         """W's singular values (descending) and right singular vectors (rows of vt)."""
