@@ -34,15 +34,18 @@ HC_TYPES = ("HC0", "HC1", "HC2", "HC3")
 COV_TYPES = ("nonrobust", *HC_TYPES)
 
 
+def _block_scores(R: np.ndarray, basis, params: np.ndarray, part: Design) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(e (m,), V = R^-T W^T (p, m)) of each block of the part, in order (empty blocks included)."""
+    for features, y in part.blocks():
+        e = y - part.matrix_of(features) @ params
+        yield e, linalg.solve_triangular(R, part.basis_rows(basis, features).T, trans="T", check_finite=False)
+
+
 def part_meat(cov_type: str, R: np.ndarray, basis, params: np.ndarray, part: Design) -> np.ndarray:
     """sum_i omega_i v_i v_i^T over one part of the design (the function a pass maps over the parts)."""
     p = len(params)
     total = np.zeros((p, p))
-    for features, y in part.blocks():
-        if not len(y):
-            continue
-        e = y - part.matrix_of(features) @ params
-        V = linalg.solve_triangular(R, part.basis_rows(basis, features).T, trans="T", check_finite=False)  # (p, m)
+    for e, V in _block_scores(R, basis, params, part):
         omega = e * e
         if cov_type in ("HC2", "HC3"):
             h = np.einsum("ij,ij->j", V, V)
@@ -65,11 +68,7 @@ def part_clusters(column: str, R: np.ndarray, basis, params: np.ndarray, part: D
     if not isinstance(part.table, ParquetTable):
         raise ValueError("clustered standard errors read the clusters from the stored table (a ParquetTable)")
     sums: dict = {}
-    for (features, y), groups in zip(part.blocks(), _groups(part.table, column)):
-        if not len(y):
-            continue
-        e = y - part.matrix_of(features) @ params
-        V = linalg.solve_triangular(R, part.basis_rows(basis, features).T, trans="T", check_finite=False)
+    for (e, V), groups in zip(_block_scores(R, basis, params, part), _groups(part.table, column)):
         codes, keys = pd.factorize(groups)
         block = np.zeros((len(keys), len(params)))
         np.add.at(block, codes, (V * e).T)

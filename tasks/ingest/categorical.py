@@ -14,7 +14,7 @@ import pandas as pd
 
 from tasks.config import ModelSpec
 from tasks.errors import UserInputError
-from tasks.ingest.columns import _looks_numeric
+from tasks.ingest.columns import looks_numeric
 from tasks.ingest.load import Input
 from tasks.kernels.formula import FormulaError, FormulaModel, formula_variables
 from tasks.wording import counted
@@ -26,7 +26,7 @@ def formula_columns(source: Input, spec: ModelSpec, block_rows: int) -> tuple[tu
     categorical, the selection's log line); UserInputError naming what the formula gets wrong."""
     header = source.header
     sample = source.sample(block_rows)
-    text = tuple(name for name in header if not _looks_numeric(sample[name]))
+    text = tuple(name for name in header if not looks_numeric(sample[name]))
     typed = sample.copy()
     for name in header:
         if name not in text:
@@ -48,14 +48,13 @@ def formula_columns(source: Input, spec: ModelSpec, block_rows: int) -> tuple[tu
 def carried_columns(source: Input, columns: tuple[str, ...], extra: tuple[str, ...], block_rows: int) -> dict[str, bool]:
     """The columns to carry beside the model's (those of extra it does not use already) -> whether
     each is held as text; UserInputError naming one that is not there."""
-    carried = {}
     for name in extra:
         if name not in source.header:
             raise UserInputError(f"option --cov cluster:{name}: column {name!r} not found "
                                  f"(columns: {', '.join(source.header)})")
-        if name not in columns and name not in carried:
-            carried[name] = not _looks_numeric(source.sample(block_rows)[name])
-    return carried
+    names = [name for name in dict.fromkeys(extra) if name not in columns]
+    sample = source.sample(block_rows) if names else None  # read once, and only when there is one
+    return {name: not looks_numeric(sample[name]) for name in names}
 
 
 class Levels:

@@ -15,7 +15,7 @@ from tasks.ingest.cells import decimal_comma_hint
 from tasks.ingest.load import Input
 
 
-def _looks_numeric(column: pd.Series) -> bool:
+def looks_numeric(column: pd.Series) -> bool:
     """A column counts as numeric when most of its non-missing values parse as numbers."""
     if pd.api.types.is_numeric_dtype(column):
         return True
@@ -50,7 +50,7 @@ def default_features(columns: tuple[str, ...], sample: pd.DataFrame, target: str
     for name in columns:
         if name == target:
             continue
-        if not _looks_numeric(sample[name]):
+        if not looks_numeric(sample[name]):
             present = sample[name].dropna()
             left_out[name] = "not numeric" + (decimal_comma_hint(present.iloc[0]) if len(present) else "")
         elif (why := _row_index(name, sample[name])) is not None:

@@ -66,7 +66,7 @@ class Prepared:
     extra: tuple[str, ...] = ()  # columns stored beside the model's (the clusters of --cov cluster:COL)
 
     def table(self) -> ParquetTable:
-        levels = {name: self.formula.levels[name] for name in self.formula.strings} if self.formula else {}
+        levels = self.formula.text_levels if self.formula else {}
         return ParquetTable(self.path, self.columns, self.rows, self.stats, self.block_rows, levels=levels)
 
     def design(self, spec: ModelSpec) -> Design:
@@ -94,7 +94,7 @@ class Prepared:
         columns, stats, g = tuple(doc["columns"]), ColumnStats.from_json(doc["stats"]), doc["geometry"]
         formula = FormulaModel.from_json(doc["formula"]) if doc.get("formula") else None
         term_stats = ColumnStats.from_json(doc["term_stats"]) if doc.get("term_stats") else None
-        levels = {name: formula.levels[name] for name in formula.strings} if formula else {}
+        levels = formula.text_levels if formula else {}
         table = ParquetTable(doc["path"], columns, int(doc["rows"]), stats, int(doc["block_rows"]), levels=levels)
         design = Design(table, columns[1:], columns[0], int(g["degree"]), bool(g["intercept"]), formula, term_stats)
         geometry = Geometry(scaled_basis(design), np.array(g["R"], dtype=np.float64),
@@ -201,7 +201,7 @@ def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Pa
         model = model_of(spec, columns, kinds.strings, levels) if spec.formula else None
         stats = stats.column(slice(0, len(columns)))  # the model's columns'
         table = ParquetTable(staged.path if staged else str(stored_file(data_dir, sha)), columns, stats.count,
-                             stats, block_rows, levels={name: model.levels[name] for name in kinds.strings})
+                             stats, block_rows, levels=model.text_levels if model else {})
         with clock("validate"):
             check_magnitudes(stats, columns, spec.degree, source.source, partial(find_first, table), source.where)
             design = Design(table, columns[1:], columns[0], spec.degree,

@@ -103,6 +103,11 @@ class FormulaModel:
     def intercept(self) -> bool:
         return self._columns[1]
 
+    @property
+    def text_levels(self) -> dict[str, tuple]:
+        """The levels of the text columns: what a table of the stored file maps their values to."""
+        return {name: self.levels[name] for name in self.strings}
+
     def frame(self, values: np.ndarray) -> pd.DataFrame:
         """The block's raw columns (m, len(variables)) as formulaic reads them: string columns'
         level indexes turned back into their levels."""
