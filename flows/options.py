@@ -32,6 +32,9 @@ MaxLevels = Annotated[int, typer.Option(help="The most levels a categorical colu
 Cov = Annotated[str, typer.Option(help="The covariance behind standard errors, t, p, intervals and F: nonrobust, HC0, "
                                        "HC1, HC2, HC3 or cluster:COL (statsmodels' cov_type; COL names each row's "
                                        "cluster).")]
+Weights = Annotated[Optional[str], typer.Option(
+    help="Weighted least squares (statsmodels' WLS): the column of each row's weight, finite and > 0; SGD "
+         "trains on the same weighted MSE.", metavar="COL")]
 NoIntercept = Annotated[bool, typer.Option("--no-intercept", help="Fit without an intercept.")]
 OptimizerOpt = Annotated[str, typer.Option(help="sgd, momentum, adam or lbfgs.")]
 Lr = Annotated[str, typer.Option(help="Learning rate, or 'auto' (1/L from the design's spectrum).")]
@@ -71,7 +74,8 @@ LOCAL_CLUSTER = "local"
 RUN_OPTIONS = (
     ("data", Data, Path("data/seed.csv")), ("formula", Formula, None), ("target", Target, None),
     ("features", Features, None), ("degree", Degree, None), ("no_intercept", NoIntercept, False),
-    ("missing", Missing, "error"), ("max_levels", MaxLevels, 1000), ("cov", Cov, "nonrobust"), ("optimizer", OptimizerOpt, "sgd"),
+    ("missing", Missing, "error"), ("max_levels", MaxLevels, 1000), ("weights", Weights, None),
+    ("cov", Cov, "nonrobust"), ("optimizer", OptimizerOpt, "sgd"),
     ("lr", Lr, "auto"), ("epochs", Epochs, 10_000), ("batch_size", BatchSize, None), ("tol", Tol, 1e-15),
     ("standardize", Standardize, True), ("seed", Seed, 0), ("device", Device, "auto"),
     ("dtype", Dtype, "float64"), ("rtol", Rtol, None), ("artifacts_dir", ArtifactsDir, Path("artifacts")),
@@ -129,7 +133,7 @@ def _config(data: Path, target: str | None, features: str | None, degree: int | 
             artifacts_dir: Path, data_dir: Path, train_timeout: float = 3600.0,
             precondition: bool = False, alpha: float = 0.05, max_drift: float | None = None,
             fail_on_drift: bool = False, decimal: str = ".", formula: str | None = None, missing: str = "error",
-            max_levels: int = 1000, cov: str = "nonrobust"):
+            max_levels: int = 1000, cov: str = "nonrobust", weights: str | None = None):
     """Options -> RunConfig, checked before anything runs (a bad option is exit 2, nothing written)."""
     from tasks.config import build_config
 
@@ -165,7 +169,7 @@ def _config(data: Path, target: str | None, features: str | None, degree: int | 
     return build_config(
         data=data, target="y" if target is None else target, features=names, degree=1 if degree is None else degree,
         intercept=intercept, formula=formula,
-        missing=missing, max_levels=max_levels, cov=cov,
+        missing=missing, max_levels=max_levels, cov=cov, weights=weights,
         optimizer=optimizer, lr=lr_value, epochs=epochs, batch_size=batch_size, tol=tol,
         standardize=standardize, seed=seed, device=device, dtype=dtype, rtol=rtol, precondition=precondition,
         artifacts_dir=artifacts_dir, data_dir=data_dir, alpha=alpha, max_drift=max_drift, fail_on_drift=fail_on_drift,
@@ -181,8 +185,8 @@ def preflight(config):
     from tasks.training.train import resolve_device
 
     resolve_device(config.train.device)
-    extra = (config.cluster,) if config.cluster else ()
-    prepared = prepare_data(config.model, config.data, config.data_dir, decimal=config.decimal, extra=extra)
+    prepared = prepare_data(config.model, config.data, config.data_dir, decimal=config.decimal,
+                            extra=config.carried)
     _prepare_output_folder("--artifacts-dir", config.artifacts_dir)
     return prepared
 

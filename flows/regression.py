@@ -57,7 +57,7 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
     timings: dict[str, float] = {}
     if prepared is None:
         data = prepare_data_task(config.model, str(config.data), str(config.data_dir), config.decimal,
-                                 (config.cluster,) if config.cluster else ())
+                                 config.carried)
     else:
         data = Prepared.from_json(prepared)
         get_run_logger().info("%s: validated and stored before the flow run (%s, %s)",
@@ -66,19 +66,21 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
         get_run_logger().info("%s: %s", data.source, data.selection)
     timings.update(data.timings)
     crash_point("loaded")
-    design = data.design(config.model)
+    # The fits run on the fitted design: the model's, or its whitened rows (--weights), with the same parameters.
+    design, fitted = data.design(config.model), data.fitted(config.model)
     # On a Dask task runner every pass runs part by part on the cluster; elsewhere in one piece.
     passes = _passes()
     # The exact fit and the training are independent: run them side by side.
-    exact_future = fit_exact_task.submit(design, data.geometry, passes, config.cov_type, config.cluster)
-    sgd_future = train_sgd_task.submit(design, config.train, data.geometry, config.converged_rtol, passes)
+    exact_future = fit_exact_task.submit(fitted, data.geometry, passes, config.cov_type, config.cluster)
+    sgd_future = train_sgd_task.submit(fitted, config.train, data.geometry, config.converged_rtol, passes)
     exact, sgd = exact_future.result(), sgd_future.result()
     timings["exact"], timings["sgd"] = exact.seconds, sgd.seconds
     with _timed(timings, "compare"):
-        comparison = compare_fits_task(design, exact, sgd, config.converged_rtol, passes)
+        comparison = compare_fits_task(fitted, exact, sgd, config.converged_rtol, passes)
     with _timed(timings, "plots"):
         images = make_plots_task(design, exact, sgd, passes)
-    documents = build_documents_task(design, data.geometry, exact, sgd, comparison, config.alpha, data.dropped)
+    documents = build_documents_task(design, data.geometry, exact, sgd, comparison, config.alpha, data.dropped,
+                                     config.model.weights)
     manifest = manifest_doc(
         parameters=jsonable(config.model_dump(mode="json")),
         data=DataRecord(data.source, data.sha256, data.rows, data.path),

@@ -30,6 +30,8 @@ class ModelSpec(BaseModel):
     missing: Literal["error", "drop"] = "error"
     # A categorical column with more levels than this is refused.
     max_levels: int = Field(1000, ge=1)
+    # Weighted least squares (statsmodels' WLS): the column of each row's weight, finite and > 0.
+    weights: str | None = None
 
 
 class TrainConfig(BaseModel):
@@ -121,6 +123,12 @@ class RunConfig(BaseModel):
     def cluster(self) -> str | None:
         """The column that names each row's cluster (--cov cluster:COL), or None."""
         return self.cov.removeprefix("cluster:").strip() if self.cov_type == "cluster" else None
+
+    @property
+    def carried(self) -> dict[str, str]:
+        """The columns the run reads beside the model's (the clusters of --cov cluster:COL) -> the
+        option that names each (the model's weights are its own: ModelSpec.weights)."""
+        return {self.cluster: f"--cov cluster:{self.cluster}"} if self.cluster else {}
 
     @model_validator(mode="after")
     def _fail_needs_alerts(self) -> RunConfig:

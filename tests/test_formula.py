@@ -231,7 +231,7 @@ def test_clustered_covariance_is_statsmodels_cluster(tmp_path):
     df["firm"] = np.random.default_rng(8).choice([f"firm {i}" for i in range(23)], len(df))
     formula = "y ~ x + z + C(store)"
     prepared = prepare_data(ModelSpec(formula=formula), _write(df, tmp_path, "csv"), tmp_path / "data",
-                            block_rows=37, extra=("firm",))
+                            block_rows=37, extra={"firm": "--cov cluster:firm"})
     assert prepared.extra == ("firm",) and pq.read_schema(prepared.path).names[-1] == "firm"
     design = prepared.design(ModelSpec(formula=formula))
     fit = fit_exact(design, prepared.geometry, Passes(parts=3), "cluster", "firm")
@@ -243,7 +243,8 @@ def test_clustered_covariance_is_statsmodels_cluster(tmp_path):
     assert stats.f_statistic == pytest.approx(ref.fvalue, rel=1e-8)
     assert stats.f_pvalue == pytest.approx(ref.f_pvalue, rel=1e-8)
     with pytest.raises(UserInputError, match=r"--cov cluster:plant: column 'plant' not found"):
-        prepare_data(ModelSpec(formula=formula), _write(df, tmp_path, "csv"), tmp_path / "data", extra=("plant",))
+        prepare_data(ModelSpec(formula=formula), _write(df, tmp_path, "csv"), tmp_path / "data",
+                     extra={"plant": "--cov cluster:plant"})
 
 
 def test_grunfeld_with_firm_effects_and_firm_clusters_is_statsmodels(tmp_path):
@@ -255,7 +256,8 @@ def test_grunfeld_with_firm_effects_and_firm_clusters_is_statsmodels(tmp_path):
     df = sm.datasets.grunfeld.load_pandas().data
     df.to_csv(tmp_path / "grunfeld.csv", index=False)
     formula = "invest ~ value + capital + C(firm)"
-    prepared = prepare_data(ModelSpec(formula=formula), tmp_path / "grunfeld.csv", tmp_path / "data", extra=("firm",))
+    prepared = prepare_data(ModelSpec(formula=formula), tmp_path / "grunfeld.csv", tmp_path / "data",
+                            extra={"firm": "--cov cluster:firm"})
     fit = fit_exact(prepared.design(ModelSpec(formula=formula)), prepared.geometry, cov_type="cluster", cluster="firm")
     stats = infer(fit, prepared.rows, 0.05)
     with pytest.warns(UserWarning):  # statsmodels warns that the constraints' covariance is not of full rank

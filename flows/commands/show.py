@@ -43,7 +43,8 @@ def summary_text(path: Path) -> str:
     lines = [
         f"version   {manifest.version or path.name}  (created {manifest.created_at or '?'})",
         f"data      {data.source or '?'}  ({counted(data.rows or 0, 'row')}, sha256 {(data.sha256 or '')[:12]})",
-        f"model     {coef.model_formula()}: exact least squares",
+        f"model     {coef.model_formula()}: exact "
+        + (f"weighted least squares (weights {coef.weights})" if coef.weights else "least squares"),
         "",
         head,
         *rows,

@@ -57,6 +57,8 @@ class ExactFit:
     # statsmodels' cov_type of cov_params and the standard errors: nonrobust, or HC0-HC3.
     cov_type: str = "nonrobust"
     cov_groups: int | None = None  # clusters of cov_type "cluster": the F test has cov_groups - 1 dof
+    # 1/2 sum log w of a weighted fit (--weights): statsmodels' WLS log-likelihood adds it; 0 unweighted.
+    half_log_weights: float = 0.0
     # Plain-language warnings about the fit (ill-conditioning); also issued as Python warnings.
     notes: tuple[str, ...] = ()
     seconds: float = 0.0
@@ -123,9 +125,12 @@ def fit_exact(design: Design, geometry: Geometry | None = None, passes: Passes =
         robust, groups = robust_cov(design, geometry, np.array(rq.to_float(M)), np.array([float(b) for b in theta]),
                                     cov_type, passes, cluster)
         se, cov = np.sqrt(np.diag(robust)), tuple(tuple(map(float, row)) for row in robust)
+    weighting = design.weighting  # a whitened design (--weights): TSS and k_constant are the raw rows'
+    k_constant = int(geometry.spans_constant(n) if weighting is None else weighting.spans_constant(geometry))
+    if weighting is not None:
+        tss = weighting.tss(bool(k_constant))
     # NIST and statsmodels: without a constant, R^2 is the uncentered 1 - RSS / sum(y^2).
     r2 = 1.0 - rss / tss if tss > 0 else float("nan")
-    k_constant = int(geometry.spans_constant(n))
     adj = 1.0 - (1.0 - r2) * (n - k_constant) / dof
     cond_raw, cond_scaled = condition_numbers(design, geometry)
     notes = []
@@ -138,11 +143,11 @@ def fit_exact(design: Design, geometry: Geometry | None = None, passes: Passes =
                      "of the coefficients may be off")
     for note in notes:
         warnings.warn(note, IllConditionedWarning, stacklevel=2)
-    k = int(design.intercept)
+    k = int(design.reports_intercept)
     return ExactFit(
-        intercept=float(theta[0]) if design.intercept else None,
+        intercept=float(theta[0]) if k else None,
         coefficients=tuple(float(v) for v in theta[k:]),
-        se_intercept=float(se[0]) if design.intercept else None,
+        se_intercept=float(se[0]) if k else None,
         se_coefficients=tuple(float(v) for v in se[k:]),
         r_squared=float(r2),
         adj_r_squared=float(adj),
@@ -158,6 +163,7 @@ def fit_exact(design: Design, geometry: Geometry | None = None, passes: Passes =
         k_constant=k_constant,
         cov_type=cov_type,
         cov_groups=groups,
+        half_log_weights=weighting.half_log if weighting is not None else 0.0,
         notes=tuple(notes),
         seconds=time.perf_counter() - start,
     )

@@ -5,7 +5,7 @@ With n rows, p parameters (k = 1 when the design spans the constant, else 0), df
   conf_int_j = b_j -/+ t_{1 - alpha/2}(df_resid) se_j;
   F = ((TSS - RSS) / df_model) / s^2, df_model = p - k, TSS centered with an intercept, sum y^2
       without (statsmodels' uncentered F), f_pvalue = P(F(df_model, df_resid) > F);
-  log_likelihood = -n/2 (log(2 pi) + log(RSS / n) + 1), aic = -2 llf + 2 p, bic = -2 llf + p log n.
+  log_likelihood = -n/2 (log(2 pi) + log(RSS / n) + 1) (+ 1/2 sum log w weighted), aic = -2 llf + 2 p, bic = -2 llf + p log n.
 The t and F distributions are scipy's (scipy.special's stdtr, stdtrit and fdtrc, the functions behind
 scipy.stats.t and scipy.stats.f: the same values without importing scipy.stats, 0.4 s per run).
 """
@@ -75,7 +75,9 @@ def infer(fit: ExactFit, n: int, alpha: float = 0.05) -> Inference:
         f, df_num = _wald_f(fit, params)
     # statsmodels: the F test of clustered errors has G - 1 denominator degrees of freedom
     df_f = fit.cov_groups - 1 if fit.cov_groups is not None else df
-    llf = -n / 2 * (math.log(2 * math.pi) + math.log(fit.rss / n) + 1) if fit.rss > 0 else math.inf
+    # statsmodels' WLS adds 1/2 sum log w (0 for OLS) to the likelihood of the whitened residuals
+    llf = (-n / 2 * (math.log(2 * math.pi) + math.log(fit.rss / n) + 1) + fit.half_log_weights
+           if fit.rss > 0 else math.inf)
     return Inference(
         alpha=alpha,
         t_values=tuple(map(float, t)),

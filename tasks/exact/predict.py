@@ -11,7 +11,9 @@ basis row w:
 with t = t_{1 - alpha/2}(df_resid), scipy's: statsmodels' get_prediction().summary_frame(alpha).
 Under a robust covariance V (--cov HC0-HC3) std_error = sqrt(x V x^T) of the design row x and t is
 the normal quantile, as statsmodels' robust results predict.
-The SGD prediction is the torch.nn.Linear rebuilt from sgd_model.pt, on the term values.
+The SGD prediction is the torch.nn.Linear rebuilt from sgd_model.pt, on the term values. A weighted
+fit (--weights) predicts as statsmodels' WLS does for new rows of weight 1: its basis is of the
+whitened rows sqrt(w) [1, terms], which for w = 1 are [1, terms].
 """
 
 from __future__ import annotations
@@ -49,6 +51,9 @@ class StoredModel:
     sgd: torch.nn.Linear  # float64, on the term values (q,)
     formula: FormulaModel | None = None  # the terms of a formula model, with the levels it was fitted on
     robust_cov: np.ndarray | None = None  # cov_params under a robust cov_type (None: nonrobust)
+    # A weighted fit's basis is of its whitened rows sqrt(w) [1, terms]: a new row (weight 1) is [1, terms].
+    weighted: bool = False
+    intercept: bool = True
 
     @property
     def text(self) -> frozenset[int]:
@@ -73,6 +78,7 @@ def stored_model(design: DesignRecord, coefficients: Coefficients, sgd_state: di
         formula=FormulaModel.from_json(design.formula) if design.formula else None,
         robust_cov=(np.array(exact["cov_params"], dtype=np.float64)
                     if exact.get("cov_type", "nonrobust") != "nonrobust" else None),
+        weighted=design.weights is not None, intercept=design.intercept,
     )
 
 
@@ -149,7 +155,10 @@ def predict_block(model: StoredModel, columns: list[np.ndarray], t: float, use: 
     "sgd", the model whose prediction the intervals are centred on."""
     features = np.column_stack(columns)
     terms = model.formula.terms_of(features) if model.formula else term_values(features, model.degree)
-    W = model.basis.apply(features if model.degree > 1 else terms)  # (m, p)
+    if model.weighted:  # the whitened design's columns for a row of weight 1: [1, terms]
+        W = model.basis.apply(np.column_stack([np.ones(len(terms)), terms]) if model.intercept else terms)
+    else:
+        W = model.basis.apply(features if model.degree > 1 else terms)  # (m, p)
     exact = W @ model.basis_coefficients
     # h = |R^-T w|^2, one triangular solve for the block: R^T V = W^T, V (p, m).
     V = linalg.solve_triangular(model.r_factor, W.T, trans="T")

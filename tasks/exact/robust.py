@@ -22,12 +22,10 @@ from functools import partial, reduce
 
 import numpy as np
 import pandas as pd
-import pyarrow.parquet as pq
 from scipy import linalg
 
 from tasks.kernels.design import Design
 from tasks.kernels.passes import LOCAL, Passes
-from tasks.kernels.table import ParquetTable
 from tasks.kernels.tsqr import Geometry
 
 HC_TYPES = ("HC0", "HC1", "HC2", "HC3")
@@ -54,21 +52,12 @@ def part_meat(cov_type: str, R: np.ndarray, basis, params: np.ndarray, part: Des
     return total
 
 
-def _groups(table: ParquetTable, column: str) -> Iterator[np.ndarray]:
-    """The cluster column of the stored file, in the blocks the design's table reads (same row
-    groups, same batch size)."""
-    with pq.ParquetFile(table.path, pre_buffer=False, memory_map=False) as handle:
-        for batch in handle.iter_batches(batch_size=table.block_rows, columns=[column], row_groups=table.row_groups,
-                                         use_threads=False):
-            yield batch.column(0).to_numpy(zero_copy_only=False)
-
-
 def part_clusters(column: str, R: np.ndarray, basis, params: np.ndarray, part: Design) -> dict:
     """{cluster: u_g (p,)} over one part of the design (the function a pass maps over the parts)."""
-    if not isinstance(part.table, ParquetTable):
+    if not hasattr(part.table, "column_blocks"):
         raise ValueError("clustered standard errors read the clusters from the stored table (a ParquetTable)")
     sums: dict = {}
-    for (e, V), groups in zip(_block_scores(R, basis, params, part), _groups(part.table, column)):
+    for (e, V), groups in zip(_block_scores(R, basis, params, part), part.table.column_blocks(column), strict=True):
         codes, keys = pd.factorize(groups)
         block = np.zeros((len(keys), len(params)))
         np.add.at(block, codes, (V * e).T)

@@ -9,6 +9,8 @@ are the whole table's, sorted (numbers as numbers, text as text), never one bloc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 import pandas as pd
 
@@ -45,16 +47,21 @@ def formula_columns(source: Input, spec: ModelSpec, block_rows: int) -> tuple[tu
     return (target, *variables), strings, categorical, note
 
 
-def carried_columns(source: Input, columns: tuple[str, ...], extra: tuple[str, ...], block_rows: int) -> dict[str, bool]:
-    """The columns to carry beside the model's (those of extra it does not use already) -> whether
-    each is held as text; UserInputError naming one that is not there."""
-    for name in extra:
+def carried_columns(source: Input, columns: tuple[str, ...], extra: Mapping[str, str], block_rows: int,
+                    text: tuple[str, ...] = ()) -> dict[str, bool]:
+    """The columns to carry beside the model's (those of extra, column -> the option naming it, that it
+    does not use already) -> whether each is held as text; UserInputError naming one that is not
+    there, or weights (--weights) that are not numbers. text: the model's own columns held as text."""
+    for name, option in extra.items():
         if name not in source.header:
-            raise UserInputError(f"option --cov cluster:{name}: column {name!r} not found "
-                                 f"(columns: {', '.join(source.header)})")
-    names = [name for name in dict.fromkeys(extra) if name not in columns]
+            raise UserInputError(f"option {option}: column {name!r} not found (columns: {', '.join(source.header)})")
+    names = [name for name in extra if name not in columns]
     sample = source.sample(block_rows) if names else None  # read once, and only when there is one
-    return {name: not looks_numeric(sample[name]) for name in names}
+    carried = {name: not looks_numeric(sample[name]) for name in names}
+    for name, option in extra.items():
+        if option.startswith("--weights") and (carried.get(name) or name in text):
+            raise UserInputError(f"option {option}: column {name!r} is not numeric; weights must be numbers > 0")
+    return carried
 
 
 class Levels:

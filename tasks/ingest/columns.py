@@ -5,6 +5,7 @@ rows. By default every other numeric column, less the ones that look like row in
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd
@@ -43,12 +44,17 @@ def _row_index(name: str, column: pd.Series) -> str | None:
     return None
 
 
-def default_features(columns: tuple[str, ...], sample: pd.DataFrame, target: str) -> tuple[tuple[str, ...], dict]:
-    """Every numeric column but the target and row indexes, told apart on a sample of rows; and the
+def default_features(columns: tuple[str, ...], sample: pd.DataFrame, target: str,
+                     carried: Mapping[str, str] | None = None) -> tuple[tuple[str, ...], dict]:
+    """Every numeric column but the target, row indexes and the columns an option uses (carried,
+    column -> the option: the weights, the clusters), told apart on a sample of rows; and the
     columns left out -> why."""
     features, left_out = [], {}
     for name in columns:
         if name == target:
+            continue
+        if name in (carried or {}):
+            left_out[name] = f"used by {carried[name]}"
             continue
         if not looks_numeric(sample[name]):
             present = sample[name].dropna()
@@ -71,10 +77,11 @@ def selection_note(features: tuple[str, ...], left_out: dict, given: bool) -> st
     return note
 
 
-def select_columns(source: Input, spec: ModelSpec, block_rows: int) -> tuple[tuple[str, ...], str]:
+def select_columns(source: Input, spec: ModelSpec, block_rows: int,
+                   carried: Mapping[str, str] | None = None) -> tuple[tuple[str, ...], str]:
     """Return (target, *features) after checking that they exist and are unique, and the selection
-    note. Without --features, the numeric columns (less row indexes) are told apart on the first
-    block of rows."""
+    note. Without --features, the numeric columns (less row indexes, and the columns carried for an
+    option: carried, column -> the option) are told apart on the first block of rows."""
     src, columns = source.source, source.header
     dupes = sorted(name for name, count in Counter(columns).items() if count > 1)
     if dupes:
@@ -84,7 +91,7 @@ def select_columns(source: Input, spec: ModelSpec, block_rows: int) -> tuple[tup
         raise UserInputError(f"{src}: target column {spec.target!r} not found (columns: {available})")
     left_out: dict = {}
     if spec.features is None:
-        features, left_out = default_features(columns, source.sample(block_rows), spec.target)
+        features, left_out = default_features(columns, source.sample(block_rows), spec.target, carried or {})
         if not features:
             why = "".join(f"; {name!r} {reason}" for name, reason in left_out.items()
                           if not reason.startswith("not numeric") or "--decimal" in reason)

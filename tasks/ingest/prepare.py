@@ -21,7 +21,7 @@ import numpy as np
 from prefect import task
 
 from tasks.config import ModelSpec
-from tasks.errors import retry_unless_user_error
+from tasks.errors import UserInputError, retry_unless_user_error
 from tasks.ingest.categorical import Levels, carried_columns, dropped_note, formula_columns, model_of
 from tasks.ingest.cells import MissingCells, check_block
 from tasks.ingest.columns import select_columns
@@ -32,6 +32,7 @@ from tasks.kernels.design import Design, scaled_basis
 from tasks.kernels.formula import FormulaModel
 from tasks.kernels.table import BLOCK_ROWS, ColumnStats, ParquetTable
 from tasks.kernels.tsqr import Geometry
+from tasks.kernels.weights import Weighting, weigh, whiten
 
 STAGES = ("load", "validate", "store")
 
@@ -63,7 +64,8 @@ class Prepared:
     formula: FormulaModel | None = None
     term_stats: ColumnStats | None = None
     dropped: int = 0
-    extra: tuple[str, ...] = ()  # columns stored beside the model's (the clusters of --cov cluster:COL)
+    extra: tuple[str, ...] = ()  # columns stored beside the model's (weights, the clusters of --cov cluster:COL)
+    weighting: Weighting | None = None  # the weighting pass's (--weights): geometry is then the whitened design's
 
     def table(self) -> ParquetTable:
         levels = self.formula.text_levels if self.formula else {}
@@ -74,6 +76,11 @@ class Prepared:
         return Design(self.table(), self.columns[1:], self.columns[0], spec.degree, self.intercept, self.formula,
                       self.term_stats)
 
+    def fitted(self, spec: ModelSpec) -> Design:
+        """The design the fits run on: the model's, or its whitened rows with --weights (kernels/weights.py)."""
+        design = self.design(spec)
+        return whiten(design, self.weighting) if self.weighting is not None else design
+
     def to_json(self) -> dict:
         """A JSON-able dict that from_json turns back into an equal Prepared (floats round-trip exactly)."""
         g = self.geometry
@@ -82,7 +89,7 @@ class Prepared:
             "columns": list(self.columns), "stats": self.stats.to_json(), "block_rows": self.block_rows,
             "timings": {k: float(v) for k, v in self.timings.items()}, "selection": self.selection,
             "formula": self.formula.to_json() if self.formula else None, "dropped": self.dropped,
-            "extra": list(self.extra),
+            "extra": list(self.extra), "weighting": self.weighting.to_json() if self.weighting else None,
             "term_stats": self.term_stats.to_json() if self.term_stats is not None else None,
             # The basis (exact rationals) is rebuilt from the stats; its model is degree and intercept.
             "geometry": {"degree": g.basis.degree, "intercept": self.intercept, "R": g.R.tolist(),
@@ -97,12 +104,14 @@ class Prepared:
         levels = formula.text_levels if formula else {}
         table = ParquetTable(doc["path"], columns, int(doc["rows"]), stats, int(doc["block_rows"]), levels=levels)
         design = Design(table, columns[1:], columns[0], int(g["degree"]), bool(g["intercept"]), formula, term_stats)
-        geometry = Geometry(scaled_basis(design), np.array(g["R"], dtype=np.float64),
+        weighting = Weighting.from_json(doc["weighting"]) if doc.get("weighting") else None
+        fitted = whiten(design, weighting) if weighting else design
+        geometry = Geometry(scaled_basis(fitted), np.array(g["R"], dtype=np.float64),
                             np.array(g["qty"], dtype=np.float64), ColumnStats.from_json(g["terms"]),
                             ColumnStats.from_json(g["y"]))
         return cls(doc["source"], table.path, doc["sha256"], table.rows, columns, stats, geometry,
                    dict(doc["timings"]), table.block_rows, doc.get("selection", ""), design.intercept, formula,
-                   term_stats, int(doc.get("dropped", 0)), tuple(doc.get("extra", ())))
+                   term_stats, int(doc.get("dropped", 0)), tuple(doc.get("extra", ())), weighting)
 
 
 class _Clock:
@@ -121,19 +130,21 @@ class _Clock:
 
 
 def prepare_data(spec: ModelSpec, data: Path, data_dir: Path, block_rows: int = BLOCK_ROWS,
-                 decimal: str = ".", extra: tuple[str, ...] = ()) -> Prepared:
+                 decimal: str = ".", extra: Mapping[str, str] | None = None) -> Prepared:
     """Read, validate and store DATA for the model in one pass; raise UserInputError on bad input.
     decimal: a CSV's decimal mark; extra: columns the run needs beside the model's (the clusters of
-    --cov cluster:COL), checked and stored with them."""
+    --cov cluster:COL) -> the option that names each, checked and stored with them, as the model's
+    weights (--weights) are."""
+    extra = ({spec.weights: f"--weights {spec.weights}"} if spec.weights else {}) | dict(extra or {})
     clock = _Clock()
     with clock("load"):
         source = open_input(data, decimal)
     with clock("validate"):
         if spec.formula is None:
-            (columns, note), strings, categorical = select_columns(source, spec, block_rows), (), ()
+            (columns, note), strings, categorical = select_columns(source, spec, block_rows, extra), (), ()
         else:
             columns, strings, categorical, note = formula_columns(source, spec, block_rows)
-        carried = carried_columns(source, columns, extra, block_rows)
+        carried = carried_columns(source, columns, extra, block_rows, strings)
     kinds = _Kinds(strings, categorical, tuple(carried), tuple(name for name, text in carried.items() if text))
     # The input may be this data folder's stored copy itself: then hash it, but do not copy it.
     claimed = stored_copy(source.metadata, columns + kinds.extra, Path(data_dir))
@@ -199,9 +210,11 @@ def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Pa
             if staged is not None:
                 staged.finish(source.source, sha, stats.count)
         model = model_of(spec, columns, kinds.strings, levels) if spec.formula else None
+        path = staged.path if staged else str(stored_file(data_dir, sha))
+        if spec.weights:
+            _check_weights(stats, stored, spec.weights, path, block_rows, source)
         stats = stats.column(slice(0, len(columns)))  # the model's columns'
-        table = ParquetTable(staged.path if staged else str(stored_file(data_dir, sha)), columns, stats.count,
-                             stats, block_rows, levels=model.text_levels if model else {})
+        table = ParquetTable(path, columns, stats.count, stats, block_rows, levels=model.text_levels if model else {})
         with clock("validate"):
             check_magnitudes(stats, columns, spec.degree, source.source, partial(find_first, table), source.where)
             design = Design(table, columns[1:], columns[0], spec.degree,
@@ -212,12 +225,19 @@ def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Pa
                 # The same float64 limits for the terms a formula computes (I(x ** 9), x:z) as for columns.
                 terms = _TermTable(design)
                 check_magnitudes(terms.stats, terms.columns, 1, source.source, partial(find_first, terms), source.where)
-            geometry = check_design(design, source.source, distinct.count)
+            weighting, fitted = None, None
+            if spec.weights and stats.count > design.n_params:
+                weighting = weigh(design, spec.weights)
+                fitted = whiten(design, weighting)
+                # s y and s x: the same float64 limits as the raw values (weights of 1e300 are not)
+                check_magnitudes(weighting.stats, fitted.table.columns, 1, source.source,
+                                 partial(find_first, fitted.table), source.where)
+            geometry = check_design(design, source.source, distinct.count, fitted)
         with clock("store"):
             path = staged.publish(sha) if staged is not None else str(Path(table.path).resolve())
     return Prepared(source.source, path, sha, stats.count, columns, stats, geometry, clock.seconds, block_rows,
                     intercept=design.intercept, formula=model, term_stats=design.term_stats, dropped=dropped,
-                    extra=kinds.extra)
+                    extra=kinds.extra, weighting=weighting)
 
 
 class _TermTable:
@@ -235,6 +255,19 @@ class _TermTable:
             yield np.column_stack([y, self.design.terms_of(features)])
 
 
+def _check_weights(stats: ColumnStats, stored: tuple[str, ...], column: str, path: str, block_rows: int,
+                   source: Input) -> None:
+    """Weights finite (the cell checks) and > 0: UserInputError naming the first row with one that is not."""
+    j = stored.index(column)
+    if not stats.count or stats.min[j] > 0:
+        return
+    table = ParquetTable(path, (column,), stats.count, stats.column(j), block_rows)
+    row, value = find_first(table, 0, lambda v: ~(v > 0))
+    file, at = source.where(row)
+    raise UserInputError(f"{file}: column {column!r}, {at}: weight {value!r} is not > 0 "
+                         f"(option --weights {column}: weights must be finite and > 0)")
+
+
 @contextmanager
 def _no_write() -> Iterator[None]:
     yield None
@@ -242,6 +275,6 @@ def _no_write() -> Iterator[None]:
 
 @task(name="prepare-data", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
 def prepare_data_task(spec: ModelSpec, data: str, data_dir: str, decimal: str = ".",
-                      extra: tuple[str, ...] = ()) -> Prepared:
+                      extra: Mapping[str, str] | None = None) -> Prepared:
     """Load, validate and store the input in one streamed pass."""
     return prepare_data(spec, Path(data), Path(data_dir), decimal=decimal, extra=extra)

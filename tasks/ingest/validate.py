@@ -123,9 +123,10 @@ class DistinctValues:
         return min(len(self.seen), self.needed)
 
 
-def check_design(design: Design, source: str, distinct: int) -> Geometry:
+def check_design(design: Design, source: str, distinct: int, fitted: Design | None = None) -> Geometry:
     """Enough rows, a target that varies (R² needs it), no constant predictor beside the intercept, enough distinct x for the degree,
-    and a design of full rank; return its geometry (one pass over its table)."""
+    and a design of full rank; return its geometry (one pass over its table). fitted: the design the
+    fit runs on when it is not the model's own (the whitened rows of --weights): its rank and geometry."""
     names = design.term_names
     if design.n <= design.n_params:
         params = ("intercept + " if design.intercept else "") + ", ".join(names)
@@ -159,6 +160,12 @@ def check_design(design: Design, source: str, distinct: int) -> Geometry:
             f"{source}: column {design.names[0]!r} has {distinct} distinct values; "
             f"option --degree {design.degree} needs at least {needed}"
         )
+    return _full_rank(fitted or design, source)
+
+
+def _full_rank(design: Design, source: str) -> Geometry:
+    """The design's geometry (one pass), or UserInputError naming the columns that make it rank deficient."""
+    names = design.term_names
     geometry = design_geometry(design)
     # W = QR with orthonormal Q: R has W's singular values and right singular vectors.
     s, vt = geometry.singular_values()

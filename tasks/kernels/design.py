@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,6 +14,9 @@ from tasks.kernels import rational
 from tasks.kernels.affine import column_scaling, exact_map
 from tasks.kernels.formula import FormulaModel
 from tasks.kernels.table import BLOCK_ROWS, ArrayTable, ColumnStats, Table, stats_of
+
+if TYPE_CHECKING:
+    from tasks.kernels.weights import Weighting
 
 
 def term_values(features: np.ndarray, degree: int) -> np.ndarray:
@@ -31,7 +35,8 @@ class Design:
     table: blocks (m, 1 + n_features), target first, then the raw predictor columns `names`.
     degree > 1 only with one feature: terms are x, x^2, ..., x^degree. formula: the terms of a
     formula model (kernels/formula.py) of the raw columns, whose statistics are term_stats (one pass
-    over the table, before the basis is built); its intercept is the design's.
+    over the table, before the basis is built); its intercept is the design's. weighting: set on the
+    whitened design of a weighted model (kernels/weights.py), whose table is the whitened rows.
     """
 
     table: Table
@@ -41,6 +46,13 @@ class Design:
     intercept: bool = True
     formula: FormulaModel | None = None
     term_stats: ColumnStats | None = field(default=None, compare=False)
+    weighting: Weighting | None = None
+
+    @property
+    def reports_intercept(self) -> bool:
+        """Whether the model's parameters start with an intercept: the design's own or, on a whitened
+        design (--weights), the model's, whose column there is sqrt(w)."""
+        return self.weighting.intercept if self.weighting is not None else self.intercept
 
     @classmethod
     def from_arrays(cls, features: np.ndarray, y: np.ndarray, names: tuple[str, ...], target: str = "y",

@@ -39,17 +39,21 @@ class RowMap:
     P: np.ndarray | None
 
     def rows(self, design: Design, features: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """(m, p + 1) float64 [A y_std] of a block of design: raw predictor values (m, n_features), y (m,)."""
-        k, p = int(design.intercept), design.n_params
+        """(m, p + 1) float64 [A y_std] of a block of design: raw predictor values (m, n_features), y (m,).
+        A whitened design with the model's intercept (--weights) has s = sqrt(w) for its constant
+        column (its first): the shifts scale with it, a = [s, (s x - s x_shift) / x_scale]."""
+        k, p = int(design.reports_intercept), design.n_params
+        s = features[:, 0] if k and not design.intercept else None  # the whitened constant column
         A = np.empty((features.shape[0], p + 1))
         if k:
-            A[:, 0] = 1.0
+            A[:, 0] = 1.0 if s is None else s
         if self.P is None:
-            np.subtract(design.terms_of(features), self.x_shift, out=A[:, k:p])
+            terms = design.terms_of(features) if s is None else features[:, 1:]
+            np.subtract(terms, self.x_shift if s is None else np.outer(s, self.x_shift), out=A[:, k:p])
             A[:, k:p] /= self.x_scale
         else:
             np.matmul(design.basis_rows(self.basis, features), self.P[:, k:], out=A[:, k:p])
-        np.subtract(y, self.y_shift, out=A[:, p])
+        np.subtract(y, self.y_shift if s is None else self.y_shift * s, out=A[:, p])
         A[:, p] /= self.y_scale
         return A
 
@@ -57,7 +61,14 @@ class RowMap:
         """A bound on max_i ||a_i||^2 from the column statistics (no pass; terms: the term columns'):
         |a_ij| <= the largest |x - shift| / scale of column j; with P, a_ij = sum_l w_il P_lj with
         |w_il| bounded by the basis, and ||a_i||^2 = n h_i <= n (h_i the leverage) as well."""
-        k = int(design.intercept)
+        k = int(design.reports_intercept)
+        if k and not design.intercept:  # whitened (--weights): constant column s, |s x - s shift| <= |s x| + s |shift|
+            s = float(terms.absmax[0])
+            if self.P is None:
+                top = (terms.absmax[1:] + s * np.abs(self.x_shift)) / self.x_scale
+                return float(s * s + np.sum(top**2))
+            w = design.stats.column(slice(1, None)).absmax / self.basis.scale
+            return float(s * s + min(design.n, np.sum((w @ np.abs(self.P[:, k:])) ** 2)))
         if self.P is None:
             top = np.maximum(np.abs(terms.min - self.x_shift), np.abs(terms.max - self.x_shift)) / self.x_scale
             return float(k + np.sum(top**2))

@@ -36,9 +36,10 @@ def _split(values: tuple, intercept: bool) -> dict:
 
 
 def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison: Comparison,
-                     alpha: float = 0.05, dropped: int = 0) -> dict:
+                     alpha: float = 0.05, dropped: int = 0, weights: str | None = None) -> dict:
     """coefficients.json: the contract's fields, exact (with statsmodels' inference at level
-    1 - alpha, and cov_params) and SGD side by side; dropped: the rows --missing drop left out."""
+    1 - alpha, and cov_params) and SGD side by side; dropped: the rows --missing drop left out;
+    weights: the weights' column of a weighted fit."""
     stats = infer(exact, design.n, alpha)
     k = design.intercept
     exact_block = {
@@ -88,7 +89,7 @@ def coefficients_doc(design: Design, exact: ExactFit, sgd: SGDResult, comparison
     }
     doc = Coefficients(design.target, tuple(design.term_names), design.intercept, exact_block, sgd_block,
                        formula=design.formula.formula if design.formula else None, nobs=design.n,
-                       dropped_rows=dropped)
+                       dropped_rows=dropped, weights=weights)
     return nulled(doc.to_json(), {"exact": _exact_reason(exact), "sgd": _sgd_reason(sgd.stop_reason, sgd.epochs)})
 
 
@@ -105,10 +106,11 @@ def _sgd_reason(stop_reason: str, epochs: int) -> str:
     return "beyond float64's range for this training"
 
 
-def design_doc(design: Design, geometry: Geometry, exact: ExactFit) -> dict:
+def design_doc(design: Design, geometry: Geometry, exact: ExactFit, weights: str | None = None) -> dict:
     """design.json: the exact fit in the design's well-conditioned basis W = X T = Q R, what a
     prediction needs: W c = X beta with c = T^-1 beta (exact rationals, rounded once), and R for
-    the leverage h = |R^-T w|^2 of a new row w (W^T W = R^T R)."""
+    the leverage h = |R^-T w|^2 of a new row w (W^T W = R^T R). weights: the weights' column of a
+    weighted fit, whose geometry is the whitened design's: a new row of weight 1 is [1, terms]."""
     basis = geometry.basis
     beta = [Fraction(float(v)) for v in exact.params]
     c = rq.matvec(rq.upper_inverse(basis.exact), beta)
@@ -119,7 +121,7 @@ def design_doc(design: Design, geometry: Geometry, exact: ExactFit) -> dict:
         basis=BasisRecord(basis.kind, _floats(basis.shift), _floats(basis.scale), float(basis.ones), basis.degree),
         basis_coefficients=_floats(c), r_factor=tuple(_floats(row) for row in geometry.R),
         feature_min=_floats(features.min), feature_max=_floats(features.max),
-        formula=design.formula.to_json() if design.formula else None,
+        formula=design.formula.to_json() if design.formula else None, weights=weights,
     ).to_json()
 
 
@@ -175,13 +177,14 @@ def manifest_doc(parameters: dict, data: DataRecord, timings: dict[str, float], 
 
 
 @task(name="build-documents")
-def build_documents_task(design, geometry, exact, sgd, comparison, alpha: float, dropped: int = 0) -> dict:
+def build_documents_task(design, geometry, exact, sgd, comparison, alpha: float, dropped: int = 0,
+                         weights: str | None = None) -> dict:
     """coefficients.json (its drift is added as it is written), comparison.json, loss_history.parquet,
-    design.json and sgd_model.pt."""
+    design.json and sgd_model.pt; design: the model's (a weighted fit's geometry is its whitened design's)."""
     return {
-        COEFFICIENTS: coefficients_doc(design, exact, sgd, comparison, alpha, dropped),
+        COEFFICIENTS: coefficients_doc(design, exact, sgd, comparison, alpha, dropped, weights),
         COMPARISON: comparison_doc(comparison),
         LOSS_HISTORY: loss_history_parquet(sgd),
-        DESIGN: design_doc(design, geometry, exact),
-        SGD_MODEL: sgd_model_bytes(design, sgd),
+        DESIGN: design_doc(design, geometry, exact, weights),
+        SGD_MODEL: sgd_model_bytes(design, sgd, weights),
     }

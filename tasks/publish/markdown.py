@@ -112,6 +112,8 @@ def summary_markdown(doc: Coefficients, comparison: Comparison, version_path: st
           if exact.get("cov_type", "nonrobust") != "nonrobust" else []),
         *([f"- {counted(doc.dropped_rows, 'row')} with a missing value left out (--missing drop)"]
           if doc.dropped_rows else []),
+        *([f"- weighted least squares, weights {escape_markdown(doc.weights)} (SGD on the same weighted MSE)"]
+          if doc.weights else []),
         f"- condition number {_fmt(exact['condition_number'])} (scaled design "
         f"{_fmt(exact['condition_number_scaled'])})",
         f"- SGD: {sgd['optimizer']}, lr {_fmt(sgd['lr'])}, {counted(sgd['epochs'], 'epoch')} ({sgd['stop_reason']}), "

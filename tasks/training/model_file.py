@@ -6,7 +6,10 @@ Two nn.Linear(q, 1) state_dicts ("bias" only with an intercept):
   state_dict  float64, on the original term values [terms]; its numbers are coefficients.json "sgd";
   trained     as trained, in its dtype, on a = [1, terms] @ input_map (no 1 without an intercept);
               y_shift + y_scale * trained(a) is state_dict's model, beta = y_scale N theta + y_shift e_0,
-              up to the rounding of input_map (the float of N[:, k:]).
+              up to the rounding of input_map (the float of N[:, k:]). With weights (the key "weights"
+              names their column), training ran on the whitened rows s [1, terms], s = sqrt(w):
+              a = s [1, terms] @ input_map, the bias multiplies s, and s y_shift + y_scale (s bias +
+              a @ weight) is s times state_dict's model.
 """
 
 from __future__ import annotations
@@ -38,11 +41,13 @@ def _linear_state(params: np.ndarray, intercept: bool, dtype: torch.dtype) -> di
     return state
 
 
-def sgd_model_doc(design: Design, sgd: SGDResult) -> dict:
-    """The dict sgd_model.pt holds, from a training result that recorded its model (train_sgd does)."""
+def sgd_model_doc(design: Design, sgd: SGDResult, weights: str | None = None) -> dict:
+    """The dict sgd_model.pt holds, from a training result that recorded its model (train_sgd does);
+    weights: the weights' column of a weighted fit."""
     if sgd.trained is None or sgd.input_map is None or sgd.scaling is None:
         raise ValueError("this SGDResult did not record the model as trained (trained, input_map, scaling)")
     s = sgd.scaling
+    trained_bias = sgd.input_map.shape[0] > sgd.input_map.shape[1]  # input_map is N[:, k:]: k columns fewer
 
     def f64(values) -> torch.Tensor:
         return torch.tensor(np.asarray(values, dtype=np.float64))
@@ -55,7 +60,8 @@ def sgd_model_doc(design: Design, sgd: SGDResult) -> dict:
         "degree": design.degree,
         "intercept": design.intercept,
         "state_dict": _linear_state(sgd.params, design.intercept, torch.float64),
-        "trained": _linear_state(sgd.trained, design.intercept, getattr(torch, sgd.dtype)),
+        "trained": _linear_state(sgd.trained, trained_bias, getattr(torch, sgd.dtype)),
+        "weights": weights,
         "scaling": {"input_map": f64(sgd.input_map), "x_shift": f64(s.x_shift), "x_scale": f64(s.x_scale),
                     "y_shift": f64(s.y_shift), "y_scale": f64(s.y_scale), "precondition": sgd.precondition},
         "dtype": sgd.dtype,
@@ -64,10 +70,10 @@ def sgd_model_doc(design: Design, sgd: SGDResult) -> dict:
     }
 
 
-def sgd_model_bytes(design: Design, sgd: SGDResult) -> bytes:
+def sgd_model_bytes(design: Design, sgd: SGDResult, weights: str | None = None) -> bytes:
     """sgd_model.pt's bytes."""
     buffer = io.BytesIO()
-    torch.save(sgd_model_doc(design, sgd), buffer)
+    torch.save(sgd_model_doc(design, sgd, weights), buffer)
     return buffer.getvalue()
 
 

@@ -24,6 +24,7 @@ from tasks.kernels.design import Design
 from tasks.kernels.table import ColumnStats
 from tasks.kernels.training_rows import RowMap
 from tasks.kernels.tsqr import Geometry
+from tasks.kernels.weights import Weighting
 
 
 def resolve_device(device: str) -> torch.device:
@@ -54,6 +55,19 @@ class Scaling:
         x, t = column_scaling(terms, intercept, spread=True), column_scaling(y, intercept, spread=True)
         return cls(x.shift, x.scale, float(t.shift[0]), float(t.scale[0]))
 
+    @classmethod
+    def weighted(cls, weighting: Weighting, n: int, standardize: bool) -> Scaling:
+        """A whitened design with the model's intercept (--weights): its constant column is s = sqrt(w),
+        so the terms shift by their weighted means times s, x_std = (s x - s mean_w) / scale, and
+        the target likewise; scale: sqrt(sum w (v - mean_w)^2 / n), so the columns have unit mean
+        square over the n rows, as standardized columns do without weights."""
+        q = len(weighting.means) - 1
+        if not standardize:
+            return cls(np.zeros(q), np.ones(q), 0.0, 1.0)
+        mean, spread = np.array(weighting.means), np.sqrt(np.array(weighting.m2) / n)
+        spread = np.where(spread > 0, spread, 1.0)
+        return cls(mean[1:], spread[1:], float(mean[0]), float(spread[0]))
+
     def exact(self, intercept: bool) -> list[list[Fraction]]:
         """N with [1, terms] N = [1, x_std]: N_jj = 1 / scale_j, N_0j = -shift_j / scale_j."""
         return exact_map(ColumnScaling(self.x_shift, self.x_scale), Fraction(1) if intercept else None)
@@ -72,7 +86,8 @@ class Coordinates:
 
     @property
     def k(self) -> int:
-        return int(self.design.intercept)
+        """1 when the rows have a constant column: the intercept's, or s = sqrt(w) of a whitened design's."""
+        return int(self.design.reports_intercept)
 
     @cached_property
     def row_map(self) -> RowMap:
@@ -84,7 +99,7 @@ class Coordinates:
     def N(self) -> list[list[Fraction]]:
         """Exact N with A = X N. Precondition: the columns of T P as used; the bias column is X's."""
         if self.P is None:
-            return self.scaling.exact(self.design.intercept)
+            return self.scaling.exact(bool(self.k))
         N = rq.matmul(self.geometry.basis.exact, rq.fractions(self.P))
         if self.k:
             for i, row in enumerate(N):
@@ -123,7 +138,9 @@ class Coordinates:
 def training_coordinates(design: Design, geometry: Geometry, standardize: bool, precondition: bool) -> Coordinates:
     """The training coordinates; with precondition, the target's standardization still applies (the
     orthonormal twin replaces the design's)."""
-    scaling = Scaling.from_stats(geometry.terms, geometry.y, design.intercept, standardize)
+    w = design.weighting
+    scaling = (Scaling.weighted(w, design.n, standardize) if w is not None and w.intercept else
+               Scaling.from_stats(geometry.terms, geometry.y, design.intercept, standardize))
     if not precondition:
         return Coordinates(design, geometry, scaling, None)
     root_n = Fraction(math.sqrt(design.n))

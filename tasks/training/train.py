@@ -78,7 +78,7 @@ def _setup(design: Design, cfg: TrainConfig, geometry: Geometry | None, passes: 
         momentum = 0.9  # the customary heavy-ball momentum when the step is given by hand
     generator = torch.Generator().manual_seed(cfg.seed)
     n, p = design.n, design.n_params
-    theta_y, grad, params = flat_linear(p, design.intercept, generator, dtype, device)
+    theta_y, grad, params = flat_linear(p, bool(coords.k), generator, dtype, device)
     held = n * (2 * p + 2) * torch.finfo(dtype).bits // 8 <= MEMORY_BUDGET  # [A y], G and r
     # Only streamed passes go through `passes`: a Prefect task per part per epoch costs about a second,
     # against micro- to milliseconds for an epoch on held rows, while a streamed pass reads every
@@ -175,7 +175,7 @@ def _result(design: Design, cfg: TrainConfig, setup: _Setup, loop: _Loop, done: 
     coords, y2 = setup.coords, setup.coords.scaling.y_scale**2
     trained = setup.model.theta.double().cpu().numpy().copy()  # not a view of the training buffer
     beta = coords.to_original(trained)
-    k = int(design.intercept)
+    k = coords.k  # the constant column: the intercept's, or (--weights) sqrt(w)'s
     return SGDResult(
         intercept=float(beta[0]) if k else None,
         coefficients=tuple(float(c) for c in beta[k:]),

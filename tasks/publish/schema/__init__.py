@@ -29,7 +29,7 @@ FORMATS = {
     DESIGN: "linreg-flow/design/1",
 }
 PARAMETER_BLOCKS = ("exact", "sgd")  # the two fits of coefficients.json
-MODEL_KEYS = ("target", "terms", "intercept")  # versions that agree on these are the same model
+MODEL_KEYS = ("target", "terms", "intercept", "weights")  # versions that agree on these are the same model
 
 
 class SchemaError(ValueError):
@@ -65,8 +65,7 @@ def dict_or_empty(value: object) -> dict:
 
 # The documents (after the helpers above, which they use).
 from tasks.publish.schema.coefficients import Coefficients, Drift  # noqa: E402
-from tasks.publish.schema.records import (BasisRecord, ComparisonRecord, DataRecord, DesignRecord,  # noqa: E402
-                                          Manifest)
+from tasks.publish.schema.records import BasisRecord, ComparisonRecord, DataRecord, DesignRecord, Manifest  # noqa: E402
 
 __all__ = ["COEFFICIENTS", "COMPARISON", "DESIGN", "FIT_PLOT", "FORMATS", "LATEST", "LOSS_HISTORY", "LOSS_PLOT",
            "MANIFEST", "MODEL_KEYS", "PARAMETER_BLOCKS", "SGD_MODEL", "BasisRecord", "Coefficients",

@@ -75,7 +75,7 @@ class Coefficients:
     @property
     def model(self) -> tuple:
         """What makes the model: versions that agree on it can be compared."""
-        return self.target, self.terms, self.intercept
+        return self.target, self.terms, self.intercept, self.weights
 
     def same_model(self, other: Coefficients) -> bool:
         return self.model == other.model

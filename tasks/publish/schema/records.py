@@ -103,6 +103,7 @@ class DesignRecord:
     feature_min: tuple[float, ...]
     feature_max: tuple[float, ...]
     formula: dict | None = None  # kernels.formula.FormulaModel.to_json(): the terms of the raw columns
+    weights: str | None = None  # the weights' column (--weights): the basis is then of the rows sqrt(w) [1, terms]
 
     def to_json(self) -> dict:
         doc = dataclasses.asdict(self)
@@ -118,7 +119,8 @@ class DesignRecord:
             return cls(str(doc["target"]), tuple(doc["features"]), tuple(doc["terms"]), int(doc["degree"]),
                        bool(doc["intercept"]), int(doc["rows"]), basis, tuple(map(float, doc["basis_coefficients"])),
                        tuple(tuple(map(float, row)) for row in doc["r_factor"]),
-                       tuple(map(float, doc["feature_min"])), tuple(map(float, doc["feature_max"])), doc.get("formula"))
+                       tuple(map(float, doc["feature_min"])), tuple(map(float, doc["feature_max"])), doc.get("formula"),
+                       doc.get("weights"))
         except (KeyError, TypeError, ValueError) as exc:
             raise SchemaError(f"{DESIGN}: {type(exc).__name__} {exc}") from None
 
