@@ -339,3 +339,35 @@ def test_the_deployment_route_ingests_a_formula_with_clusters_inside_the_flow(pr
     assert doc["formula"] == formula and doc["exact"]["cov_type"] == "cluster" and doc["exact"]["cov_groups"] == 17
     se = [doc["exact"]["std_errors"]["intercept"], *doc["exact"]["std_errors"]["coefficients"]]
     np.testing.assert_allclose(se, ref.bse.to_numpy(), rtol=1e-8)
+
+
+@pytest.mark.parametrize("formula", FORMULAS + ["y ~ C(store):C(year) + x:z:C(store) + I(x ** 2) + np.sqrt(x)"])
+def test_the_numpy_evaluation_of_the_terms_is_formulaics_bit_for_bit(formula):
+    """The terms of a block come from numpy (a few ms) only where they equal formulaic's model matrix
+    (tens of ms) bit for bit; a block holding a number that is no level of C(year) goes to formulaic."""
+    from tasks.kernels.formula import FormulaModel
+
+    rng = np.random.default_rng(5)
+    levels = {"store": tuple("ABCDE"), "year": (2019, 2020, 2021, 2022, 2023)}
+    model = FormulaModel(formula, "y", ("store", "x", "year", "z"), ("store",), levels)
+    variables = list(model.variables)
+    n = 3000
+    block = {"store": rng.integers(0, 5, n).astype(float), "x": rng.uniform(0.5, 3, n),
+             "year": rng.integers(2019, 2024, n).astype(float), "z": rng.normal(size=n)}
+    values = np.column_stack([block[name] for name in variables])
+    assert model._plan is not None
+    np.testing.assert_array_equal(model.terms_of(values), model._formulaic_terms(values))
+    if "C(year)" in formula:
+        values[7, variables.index("year")] = 2031.0  # no level: formulaic's encoding, whatever it is
+        assert model._plan.terms(model, values) is None
+        np.testing.assert_array_equal(model.terms_of(values), model._formulaic_terms(values))
+
+
+def test_terms_formulaic_evaluates_by_itself_never_take_the_numpy_path():
+    """A transform the numpy evaluation does not know (formulaic's own `log`) leaves the plan out."""
+    from tasks.kernels.formula import FormulaModel
+
+    model = FormulaModel("y ~ log(x) + z", "y", ("x", "z"), (), {})
+    values = np.column_stack([np.linspace(1, 2, 50), np.linspace(-1, 1, 50)])
+    assert model._plan is None
+    np.testing.assert_allclose(model.terms_of(values)[:, 0], np.log(values[:, 0]))

@@ -30,7 +30,7 @@ from tasks.ingest.store import ContentHash, StagedParquet, stored_copy, stored_f
 from tasks.ingest.validate import DistinctValues, check_design, check_magnitudes, find_first
 from tasks.kernels.design import Design, scaled_basis
 from tasks.kernels.formula import FormulaModel
-from tasks.kernels.table import BLOCK_ROWS, ColumnStats, ParquetTable
+from tasks.kernels.table import BLOCK_ROWS, ColumnStats, ParquetTable, read_rows
 from tasks.kernels.tsqr import Geometry
 from tasks.kernels.weights import Weighting, weigh, whiten
 
@@ -69,7 +69,8 @@ class Prepared:
 
     def table(self) -> ParquetTable:
         levels = self.formula.text_levels if self.formula else {}
-        return ParquetTable(self.path, self.columns, self.rows, self.stats, self.block_rows, levels=levels)
+        return ParquetTable(self.path, self.columns, self.rows, self.stats, _read_rows(self.block_rows, self.columns,
+                                                                                       self.formula), levels=levels)
 
     def design(self, spec: ModelSpec) -> Design:
         """The model's design over the stored file (read block by block, never whole)."""
@@ -102,7 +103,8 @@ class Prepared:
         formula = FormulaModel.from_json(doc["formula"]) if doc.get("formula") else None
         term_stats = ColumnStats.from_json(doc["term_stats"]) if doc.get("term_stats") else None
         levels = formula.text_levels if formula else {}
-        table = ParquetTable(doc["path"], columns, int(doc["rows"]), stats, int(doc["block_rows"]), levels=levels)
+        table = ParquetTable(doc["path"], columns, int(doc["rows"]), stats,
+                             _read_rows(int(doc["block_rows"]), columns, formula), levels=levels)
         design = Design(table, columns[1:], columns[0], int(g["degree"]), bool(g["intercept"]), formula, term_stats)
         weighting = Weighting.from_json(doc["weighting"]) if doc.get("weighting") else None
         fitted = whiten(design, weighting) if weighting else design
@@ -110,8 +112,14 @@ class Prepared:
                             np.array(g["qty"], dtype=np.float64), ColumnStats.from_json(g["terms"]),
                             ColumnStats.from_json(g["y"]))
         return cls(doc["source"], table.path, doc["sha256"], table.rows, columns, stats, geometry,
-                   dict(doc["timings"]), table.block_rows, doc.get("selection", ""), design.intercept, formula,
+                   dict(doc["timings"]), int(doc["block_rows"]), doc.get("selection", ""), design.intercept, formula,
                    term_stats, int(doc.get("dropped", 0)), tuple(doc.get("extra", ())), weighting)
+
+
+def _read_rows(block_rows: int, columns: tuple[str, ...], formula: FormulaModel | None) -> int:
+    """Rows per block of the passes over the stored file (its row groups stay block_rows): fewer
+    for a formula of many terms (kernels/table.read_rows)."""
+    return read_rows(block_rows, len(formula.term_names) if formula else len(columns) - 1)
 
 
 class _Clock:
@@ -214,7 +222,8 @@ def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Pa
         if spec.weights:
             _check_weights(stats, stored, spec.weights, path, block_rows, source)
         stats = stats.column(slice(0, len(columns)))  # the model's columns'
-        table = ParquetTable(path, columns, stats.count, stats, block_rows, levels=model.text_levels if model else {})
+        table = ParquetTable(path, columns, stats.count, stats, _read_rows(block_rows, columns, model),
+                             levels=model.text_levels if model else {})
         with clock("validate"):
             check_magnitudes(stats, columns, spec.degree, source.source, partial(find_first, table), source.where)
             design = Design(table, columns[1:], columns[0], spec.degree,

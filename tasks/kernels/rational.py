@@ -40,11 +40,13 @@ def matvec(A: Matrix, v: Sequence[Fraction], transpose: bool = False) -> list[Fr
 
 
 def upper_inverse(T: Matrix) -> list[list[Fraction]]:
-    """Exact inverse of an upper-triangular rational matrix (back substitution)."""
+    """Exact inverse of an upper-triangular rational matrix (back substitution; zeros skipped, so a
+    sparse map such as a column scaling costs O(p^2))."""
     p = len(T)
     inv = [[Fraction(0)] * p for _ in range(p)]
     for j in range(p):
         for i in range(j, -1, -1):
-            acc = Fraction(int(i == j)) - sum((T[i][k] * inv[k][j] for k in range(i + 1, j + 1)), Fraction(0))
+            acc = Fraction(int(i == j)) - sum((T[i][k] * inv[k][j] for k in range(i + 1, j + 1)
+                                               if T[i][k] and inv[k][j]), Fraction(0))
             inv[i][j] = acc / T[i][i]
     return inv

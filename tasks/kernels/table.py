@@ -19,6 +19,20 @@ import pyarrow.parquet as pq
 # Rows per block: 65536 x 17 float64 columns is 9 MB, and the double-double passes' temporaries a
 # few times that; large enough that numpy's per-call overhead vanishes.
 BLOCK_ROWS = 65536
+# Values per array that a pass builds from a block (its terms, basis rows and their temporaries):
+# 2^20, 8 MB. A wide design (a formula's dummy columns) reads fewer rows per block, so that the
+# block's arrays, not its row count, bound the memory (measured at 1e6 rows x 57 terms: 16384-row
+# blocks peak 100 MiB lower than 65536-row ones, and run faster in cache).
+BLOCK_VALUES = 2**20
+
+
+def read_rows(block_rows: int, width: int) -> int:
+    """Rows per block for a design of `width` term columns: block_rows, halved while a block of the
+    terms would hold more than BLOCK_VALUES values (down to 4096 rows)."""
+    rows = block_rows
+    while rows > 4096 and rows * width > BLOCK_VALUES:
+        rows //= 2
+    return rows
 
 
 @dataclass(frozen=True)

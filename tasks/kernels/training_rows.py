@@ -232,19 +232,23 @@ class StreamedRows:
     def batches(self, generator: torch.Generator, batch: int) -> Iterator[torch.Tensor]:
         """Batches of `batch` rows from the blocks in random order, each block's rows shuffled;
         rows left over at a block's end open the next batch."""
-        carry = None
+        pending, held = [], 0  # blocks' rows not yet in a batch: joined once a batch is full
         for j in torch.randperm(len(self.blocks), generator=generator).tolist():
             for features, y in self.blocks[j].blocks():
                 perm = torch.randperm(len(y), generator=generator).numpy()
                 if not len(y):
                     continue
-                Ay = torch.from_numpy(self.row_map.rows(self.design, features[perm], y[perm])).to(self.theta_y)
-                Ay = Ay if carry is None else torch.cat([carry, Ay])
-                cut = len(Ay) - len(Ay) % batch
-                yield from (Ay[lo:lo + batch] for lo in range(0, cut, batch))
-                carry = Ay[cut:] if cut < len(Ay) else None
-        if carry is not None:
-            yield carry
+                rows = self.row_map.rows(self.design, features[perm], y[perm])
+                pending.append(torch.from_numpy(rows).to(self.theta_y))
+                held += len(y)
+                if held >= batch:
+                    Ay = torch.cat(pending) if len(pending) > 1 else pending[0]
+                    cut = held - held % batch
+                    yield from (Ay[lo:lo + batch] for lo in range(0, cut, batch))
+                    pending, held = ([Ay[cut:]], held - cut) if cut < held else ([], 0)
+                    del Ay
+        if pending:
+            yield torch.cat(pending)
 
 
 # What training steps on: rows held on the device or streamed.

@@ -126,7 +126,9 @@ class MiniBatch:
 
             def loss() -> torch.Tensor:  # the batch's MSE; its gradient into grad
                 r = Ay @ model.theta_y
-                torch.addmv(grad, Ay[:, :-1].t(), r, beta=0, alpha=2 / len(r), out=grad)
+                # [A y]^T r, a gemv on the transposed rows (a slice A^T would be copied: the batch
+                # again), of which the last entry (y^T r) is dropped
+                torch.mul(torch.mv(Ay.t(), r)[:-1], 2 / len(r), out=grad)
                 return torch.dot(r, r) / len(r)
 
             if self.lbfgs:

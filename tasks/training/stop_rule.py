@@ -39,9 +39,10 @@ EXPLODED = 1e12
 
 def newton_map(coords: Coordinates) -> np.ndarray:
     """K (p, p): the Newton step H^-1 g of a training gradient g, in the original parameters, is
-    K g. With N B^-1 = T R^-1: K = y_scale n/2 T R^-1 B^-T, in exact rationals, rounded."""
+    K g. With N B^-1 = T R^-1: K = y_scale n/2 T R^-1 B^-T, in exact rationals, rounded; B^-1 =
+    N^-1 T R^-1 (B = R T^-1 N), and N is a column scaling unless preconditioned: cheap to invert."""
     C = coords.geometry.params_map()
-    Binv = rq.upper_inverse(coords.exact_B)
+    Binv = rq.matmul(rq.upper_inverse(coords.N), C)
     factor = Fraction(coords.scaling.y_scale) * Fraction(coords.design.n, 2)
     return np.array(rq.to_float(rq.matmul(C, [[factor * v for v in row] for row in zip(*Binv)])))
 
