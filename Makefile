@@ -22,8 +22,10 @@ export MPLBACKEND := Agg
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
+# The compiled kernels are compiled here, once (numba's on-disk cache), never inside a run.
 $(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e .
+	$(BIN)/python -m tasks.kernels.compiled
 	touch $@
 
 $(VENV)/.installed-dev: $(VENV)/.installed

@@ -39,7 +39,7 @@ def read_table(path: str) -> Fit:
 
 
 def linreg(path: str) -> Fit:
-    """linreg-flow's streamed path: a stats pass, one TSQR pass, then the certified fit (refinement,
+    """linreg-flow's streamed path: a stats and Gram pass (a TSQR pass only where the Gram is not enough), then the certified fit (refinement,
     standard errors, R^2, condition numbers)."""
     import warnings
     from dataclasses import replace
@@ -48,23 +48,24 @@ def linreg(path: str) -> Fit:
 
     from tasks.exact.fit import fit_exact
     from tasks.kernels.design import Design
-    from tasks.kernels.table import ColumnStats, ParquetTable, stats_of
+    from tasks.kernels.gram import gram_geometry, stats_and_gram
+    from tasks.kernels.table import ColumnStats, ParquetTable
     from tasks.kernels.tsqr import design_geometry
 
     t0 = time.perf_counter()
     features = tuple(n for n in pq.read_schema(path).names if n != "y")
     columns = ("y", *features)
     table = ParquetTable(path, columns, pq.read_metadata(path).num_rows, ColumnStats.empty(len(columns)))
-    table = replace(table, stats=stats_of(table.blocks(), len(columns)))
-    design = Design(table, features, "y")
+    stats, gram = stats_and_gram(table.blocks(), len(columns))  # the pass the pipeline's ingest makes
+    design = Design(replace(table, stats=stats), features, "y")
     t1 = time.perf_counter()
-    geometry = design_geometry(design)
+    geometry = gram_geometry(design, gram) or design_geometry(design)  # as check_design: TSQR only if needed
     t2 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fit = fit_exact(design, geometry=geometry)
     t3 = time.perf_counter()
-    return fit.params.tolist(), f"stats {secs(t1 - t0)} + TSQR {secs(t2 - t1)} + fit {secs(t3 - t2)}"
+    return fit.params.tolist(), f"stats and Gram {secs(t1 - t0)} + geometry {secs(t2 - t1)} + fit {secs(t3 - t2)}"
 
 
 def lstsq(path: str) -> Fit:

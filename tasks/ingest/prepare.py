@@ -30,6 +30,7 @@ from tasks.ingest.store import ContentHash, StagedParquet, stored_copy, stored_f
 from tasks.ingest.validate import DistinctValues, check_design, check_magnitudes, find_first
 from tasks.kernels.design import Design, scaled_basis
 from tasks.kernels.formula import FormulaModel
+from tasks.kernels.gram import GramSums
 from tasks.kernels.table import BLOCK_ROWS, ColumnStats, ParquetTable, read_rows
 from tasks.kernels.tsqr import Geometry
 from tasks.kernels.weights import Weighting, weigh, whiten
@@ -183,6 +184,8 @@ def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Pa
     stats, digest = ColumnStats.empty(len(stored)), ContentHash(stored, text)
     distinct = DistinctValues(spec.degree + int(spec.intercept))
     missing, levels = MissingCells(stored), Levels(kinds.categorical, spec.max_levels, source.source)
+    # The Gram sums of straight-line columns, from which the geometry may come without a pass of its own
+    gram = GramSums(len(columns)) if spec.formula is None and spec.degree == 1 and not spec.weights else None
     drop, dropped = spec.missing == "drop", 0
     with StagedParquet(data_dir, stored, block_rows, text) if claimed is None else _no_write() as staged:
         blocks = source.blocks(stored, block_rows)
@@ -206,6 +209,8 @@ def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Pa
                     stats = stats.merge(ColumnStats.of(rows_t.T))
                 if spec.degree > 1:
                     distinct.add(values[1])
+                if gram is not None:
+                    gram.update(rows_t[:len(columns)].T)
             with clock("store"):
                 digest.update(rows_t.T, {j: values[j] for j in text})
                 if staged is not None:
@@ -241,7 +246,7 @@ def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Pa
                 # s y and s x: the same float64 limits as the raw values (weights of 1e300 are not)
                 check_magnitudes(weighting.stats, fitted.table.columns, 1, source.source,
                                  partial(find_first, fitted.table), source.where)
-            geometry = check_design(design, source.source, distinct.count, fitted)
+            geometry = check_design(design, source.source, distinct.count, fitted, gram)
         with clock("store"):
             path = staged.publish(sha) if staged is not None else str(Path(table.path).resolve())
     return Prepared(source.source, path, sha, stats.count, columns, stats, geometry, clock.seconds, block_rows,

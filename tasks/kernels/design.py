@@ -89,10 +89,10 @@ class Design:
             return self.formula.terms_of(features)
         return term_values(features, self.degree)
 
-    def basis_rows(self, basis: ScaledBasis, features: np.ndarray) -> np.ndarray:
+    def basis_rows(self, basis: ScaledBasis, features: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """W rows (m, n_params) of a block of raw predictor values: a polynomial basis is a function of
-        the feature, the others of the term values."""
-        return basis.apply(features if self.degree > 1 else self.terms_of(features))
+        the feature, the others of the term values (out: as ScaledBasis.apply's)."""
+        return basis.apply(features if self.degree > 1 else self.terms_of(features), out)
 
     def terms_stats(self) -> ColumnStats:
         """Statistics of the term columns: the feature columns' for straight-line terms, else
@@ -161,21 +161,29 @@ class ScaledBasis:
     def to_params(self) -> np.ndarray:
         return np.array(rational.to_float(self.exact))
 
-    def apply(self, features: np.ndarray) -> np.ndarray:
+    def apply(self, features: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """W rows (m, n_params) of a block: (m, 1) raw feature values for a polynomial, else (m, n_terms)
-        term values (Design.basis_rows picks which)."""
+        term values (Design.basis_rows picks which). out: an (m, >= n_params) array whose first
+        columns receive them (a straight-line basis writes there without a copy)."""
         if self.kind == "chebyshev":
-            return np.polynomial.chebyshev.chebvander((features[:, 0] - self.shift[0]) / self.scale[0], self.degree)
+            W = np.polynomial.chebyshev.chebvander((features[:, 0] - self.shift[0]) / self.scale[0], self.degree)
+            return W if out is None else _into(out, W)
         if self.kind == "powers":
             z = features[:, 0] / self.scale[0]
-            return np.column_stack([z**k for k in range(1, self.degree + 1)])
+            W = np.column_stack([z**k for k in range(1, self.degree + 1)])
+            return W if out is None else _into(out, W)
         k = int(self.ones > 0)
-        W = np.empty((features.shape[0], features.shape[1] + k))
+        W = np.empty((features.shape[0], features.shape[1] + k)) if out is None else out[:, :features.shape[1] + k]
         if k:
             W[:, 0] = self.ones
         np.subtract(features, self.shift, out=W[:, k:])
         W[:, k:] /= self.scale
         return W
+
+
+def _into(out: np.ndarray, W: np.ndarray) -> np.ndarray:
+    out[:, :W.shape[1]] = W
+    return out[:, :W.shape[1]]
 
 
 def scaled_basis(design: Design) -> ScaledBasis:

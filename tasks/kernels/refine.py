@@ -21,6 +21,7 @@ from functools import partial
 
 import numpy as np
 
+from tasks.kernels import compiled
 from tasks.kernels import ddarith as dd
 from tasks.kernels import rational as rq
 from tasks.kernels.design import Design
@@ -137,7 +138,11 @@ def _chunk_sums(design: Design, ws: _Workspace, features: np.ndarray, y: np.ndar
 
 
 def part_sums(beta: np.ndarray, center: float | None, gradient: bool, design: Design) -> dd.DD:
-    """The sums of one part of the design (see _chunk_sums), merged chunk by chunk."""
+    """The sums of one part of the design (see _chunk_sums), merged chunk by chunk: in one compiled
+    sweep per block where numba runs (kernels/compiled.py; straight-line and formula terms), else
+    with the numpy kernels."""
+    if design.degree == 1 and compiled.usable():
+        return _compiled_sums(beta, center, gradient, design)
     rows = GRADIENT + (design.n_params if gradient else 0)
     ws = _Workspace(design, beta, rows)
     total = (np.zeros(rows), np.zeros(rows))
@@ -147,6 +152,21 @@ def part_sums(beta: np.ndarray, center: float | None, gradient: bool, design: De
         for a in range(0, len(y), ws.chunk):
             b = a + ws.chunk
             total = dd.add(total, _chunk_sums(design, ws, features[a:b], y[a:b], beta, center, gradient))
+    return total
+
+
+def _compiled_sums(beta: np.ndarray, center: float | None, gradient: bool, design: Design) -> dd.DD:
+    k = int(design.intercept)
+    bh, bl = np.ascontiguousarray(beta[0, k:]), np.ascontiguousarray(beta[1, k:])
+    b0h, b0l = (float(beta[0, 0]), float(beta[1, 0])) if k else (0.0, 0.0)
+    rows = GRADIENT + (design.n_params if gradient else 0)
+    total = (np.zeros(rows), np.zeros(rows))
+    for features, y in design.blocks():
+        if not len(y):
+            continue
+        X = design.terms_of(features) if design.formula is not None else features
+        total = dd.add(total, compiled.refine_sums(X, y, bh, bl, b0h, b0l, bool(k), 0.0 if center is None else center,
+                                                   center is not None, gradient))
     return total
 
 

@@ -162,10 +162,11 @@ class ParquetTable:
 
     def blocks(self) -> Iterator[np.ndarray]:
         # pre_buffer=False: pyarrow would otherwise read whole row groups (the file, for one
-        # group) into memory ahead of the batches.
+        # group) into memory ahead of the batches. use_threads: the columns decode on pyarrow's
+        # thread pool (one per core), 1.1 s instead of 2.0 s per pass at 1e7 x 17 on 2 cores.
         with pq.ParquetFile(self.path, pre_buffer=False, memory_map=False) as handle:
             for batch in handle.iter_batches(batch_size=self.block_rows, columns=list(self.columns),
-                                             row_groups=self.row_groups, use_threads=False):
+                                             row_groups=self.row_groups, use_threads=True):
                 # (k, m) stacked then viewed as (m, k): one copy, and each column stays contiguous
                 # (measured 1.6 s instead of 2.6 s per pass at 1e7 x 16 against column_stack).
                 yield np.stack([self._float64(name, c) for name, c in zip(self.columns, batch.columns)]).T \
@@ -176,7 +177,7 @@ class ParquetTable:
         blocks() reads: the same row groups, the same batch size."""
         with pq.ParquetFile(self.path, pre_buffer=False, memory_map=False) as handle:
             for batch in handle.iter_batches(batch_size=self.block_rows, columns=[name], row_groups=self.row_groups,
-                                             use_threads=False):
+                                             use_threads=True):
                 yield batch.column(0).to_numpy(zero_copy_only=False)
 
     def _float64(self, name: str, column: pa.Array) -> np.ndarray:
