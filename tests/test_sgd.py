@@ -602,3 +602,25 @@ def test_held_rows_and_mini_batch_steps_stay_out_of_the_mapper(monkeypatch):
     result = train_sgd(design, TrainConfig(device="cpu", epochs=300, batch_size=4), passes=Passes(mapper, 3))
     assert result.epochs == 300
     assert 10 <= len(mapper.passes) <= 20 and set(mapper.passes) == {3}
+
+
+def test_the_last_full_pass_of_streamed_rows_gathers_the_rounding_sums_of_a_pass_of_their_own():
+    """The last check's full pass also sums what the noise floor needs (one read of the rows instead
+    of two): the same sums, bit for bit; once theta moves, rounding() reads the rows again."""
+    from tasks.kernels.design import Design
+    from tasks.kernels.training_rows import StreamedRows
+    from tasks.kernels.tsqr import design_geometry
+    from tasks.training.setup import training_coordinates
+
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(1000, 3))
+    design = Design.from_arrays(x, x @ [1.0, 2.0, 3.0] + rng.normal(size=1000), ("a", "b", "c"), block_rows=128)
+    coords = training_coordinates(design, design_geometry(design), True, False)
+    theta_y = torch.tensor([0.1, 0.2, -0.3, 0.4, -1.0], dtype=torch.float64)
+    rows = StreamedRows(design, coords.row_map, theta_y, torch.zeros(4, dtype=torch.float64))
+    K = rng.normal(size=(4, 4))
+    alone = rows.rounding(K)
+    rows.full(K)
+    np.testing.assert_array_equal(rows.rounding(K), alone)
+    theta_y[1] += 1.0
+    assert not np.array_equal(rows.rounding(K), alone)

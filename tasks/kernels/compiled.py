@@ -62,18 +62,14 @@ if AVAILABLE:
         return p, _fma(a, b, -p)
 
     @njit(cache=True, nogil=True)
-    def two_sum_array(a, b):
-        s, e = np.empty_like(a), np.empty_like(a)
+    def error_free(a, b):
+        """TwoSum and TwoProduct of each pair a[i], b[i], as the kernels compute them (for tests):
+        (s, e) with s + e == a + b, and (p, f) with p + f == a * b."""
+        s, e, p, f = np.empty_like(a), np.empty_like(a), np.empty_like(a), np.empty_like(a)
         for i in range(len(a)):
             s[i], e[i] = two_sum(a[i], b[i])
-        return s, e
-
-    @njit(cache=True, nogil=True)
-    def two_prod_array(a, b):
-        p, e = np.empty_like(a), np.empty_like(a)
-        for i in range(len(a)):
-            p[i], e[i] = two_prod(a[i], b[i])
-        return p, e
+            p[i], f[i] = two_prod(a[i], b[i])
+        return (s, e), (p, f)
 
     @njit(cache=True, nogil=True)
     def _add(hi, lo, h2, l2):
@@ -169,8 +165,7 @@ def warm() -> None:
         for flags in ((True, True), (False, False)):
             refine_sums(layout, np.ones(4), np.ones(layout.shape[1]), np.zeros(layout.shape[1]), 0.0, 0.0,
                         flags[0], 0.0, flags[1], flags[1])
-    two_sum_array(np.ones(2), np.ones(2))
-    two_prod_array(np.ones(2), np.ones(2))
+    error_free(np.ones(2), np.ones(2))
 
 
 if __name__ == "__main__":

@@ -84,16 +84,20 @@ class RowMap:
 
 
 def part_loss_gradient(row_map: RowMap, theta_y: np.ndarray, ref: np.ndarray | None,
-                       part: Design) -> tuple[float, np.ndarray]:
+                       part: Design, K: np.ndarray | None = None) -> tuple[float, np.ndarray] | tuple:
     """A part's float64 sums at theta_y = [theta, -1] (p + 1,): (r.r, A^T r (p,)), r = A theta - y;
     with ref (p,), L-BFGS's loss difference (2 r.s + s.s, A^T (r + s)), r = A ref - y and
-    s = A (theta - ref): |r + s|^2 - |r|^2 without the cancellation of two rounded losses."""
+    s = A (theta - ref): |r + s|^2 - |r|^2 without the cancellation of two rounded losses. With K
+    (the stop rule's Newton map), the part's rounding_sums too, from the same rows (a third item)."""
     p = len(theta_y) - 1
     loss, grad = 0.0, np.zeros(p)
+    rounding = np.zeros((2, p)) if K is not None else None
     for features, y in part.blocks():
         if not len(y):
             continue
         Ay = row_map.rows(part, features, y)
+        if rounding is not None:
+            rounding += rounding_sums(Ay, theta_y, K)
         A = Ay[:, :p]
         if ref is None:
             r = Ay @ theta_y
@@ -103,7 +107,7 @@ def part_loss_gradient(row_map: RowMap, theta_y: np.ndarray, ref: np.ndarray | N
             loss += 2 * (r @ s) + s @ s
             r += s
         grad += A.T @ r
-    return float(loss), grad
+    return (float(loss), grad) if rounding is None else (float(loss), grad, rounding)
 
 
 def rounding_sums(Ay: np.ndarray, theta_y: np.ndarray, K: np.ndarray) -> np.ndarray:
@@ -152,8 +156,9 @@ class HeldRows:
             if n <= RING_ROWS else None
         self.slot = 0
 
-    def full(self) -> torch.Tensor:
-        """n times the MSE at theta (a new tensor); its gradient into grad."""
+    def full(self, K: np.ndarray | None = None) -> torch.Tensor:
+        """n times the MSE at theta (a new tensor); its gradient into grad. (K: a streamed pass's
+        request for the rounding sums too; rounding() costs no pass here.)"""
         torch.mv(self.Ay, self.theta_y, out=self.r)
         torch.mv(self.G, self.r, out=self.grad)
         return torch.dot(self.r, self.r)
@@ -200,23 +205,30 @@ class StreamedRows:
         self.design, self.row_map, self.passes, self.parts = design, row_map, passes, passes.split(design)
         self.n, self.theta_y, self.theta, self.grad = design.n, theta_y, theta_y[:-1], grad
         self.blocks = design.split(max(1, -(-design.n // design.table.block_rows)))
+        self._rounding: tuple | None = None  # (K, theta_y, sums) of the last full pass asked for them
 
     def _host(self, tensor: torch.Tensor) -> np.ndarray:
         # A host copy per pass is nothing beside reading every row.
         return tensor.double().cpu().numpy()
 
-    def _merged(self, ref: torch.Tensor | None) -> torch.Tensor:
-        """The parts' sums added in part order; 2/n times the gradient sum into grad."""
-        fn = partial(part_loss_gradient, self.row_map, self._host(self.theta_y), None if ref is None else self._host(ref))
-        loss, grad = 0.0, np.zeros(len(self.grad))
-        for part_loss, part_grad in self.passes.map(fn, self.parts):
-            loss, grad = loss + part_loss, grad + part_grad
+    def _merged(self, ref: torch.Tensor | None, K: np.ndarray | None = None) -> torch.Tensor:
+        """The parts' sums added in part order; 2/n times the gradient sum into grad. With K, the
+        rounding sums at this theta too, kept for rounding(K)."""
+        theta_y = self._host(self.theta_y)
+        fn = partial(part_loss_gradient, self.row_map, theta_y, None if ref is None else self._host(ref), K=K)
+        loss, grad, rounding = 0.0, np.zeros(len(self.grad)), np.zeros((2, len(self.grad)))
+        for sums in self.passes.map(fn, self.parts):
+            loss, grad = loss + sums[0], grad + sums[1]
+            if K is not None:
+                rounding += sums[2]
+        self._rounding = (K, theta_y.copy(), rounding) if K is not None else None  # a copy: numpy() is a view
         self.grad.copy_(torch.from_numpy(grad * (2 / self.n)))
         return torch.tensor(loss, dtype=self.grad.dtype, device=self.grad.device)
 
-    def full(self) -> torch.Tensor:
-        """As HeldRows.full."""
-        return self._merged(None)
+    def full(self, K: np.ndarray | None = None) -> torch.Tensor:
+        """As HeldRows.full; with K (the last check's: training ends after it), the rounding sums in
+        the same pass, so that rounding(K) then reads no rows."""
+        return self._merged(None, K)
 
     def relative(self, ref: torch.Tensor) -> torch.Tensor:
         """As HeldRows.relative, the residual at ref recomputed block by block."""
@@ -228,7 +240,11 @@ class StreamedRows:
         return total
 
     def rounding(self, K: np.ndarray) -> np.ndarray:
-        parts = self.passes.map(partial(part_rounding, self.row_map, self._host(self.theta_y), K), self.parts)
+        theta_y = self._host(self.theta_y)
+        kept = self._rounding
+        if kept is not None and kept[0] is K and np.array_equal(kept[1], theta_y):
+            return kept[2]  # the last full pass was at this theta with this K
+        parts = self.passes.map(partial(part_rounding, self.row_map, theta_y, K), self.parts)
         return sum(parts, np.zeros((2, len(self.grad))))
 
     def batches(self, generator: torch.Generator, batch: int) -> Iterator[torch.Tensor]:

@@ -77,10 +77,11 @@ class StopRule:
         bad = np.flatnonzero(~np.isfinite(chunk) | (chunk > EXPLODED * max(self.first, 1e-300)))
         return int(bad[0]) if bad.size else None
 
-    def distance(self, data: TrainingRows) -> tuple[float, float]:
+    def distance(self, data: TrainingRows, last: bool = False) -> tuple[float, float]:
         """The MSE (training units) at theta and the estimated max relative distance of its original
-        parameters to the optimum, |K g| / |beta*|."""
-        total = data.full()
+        parameters to the optimum, |K g| / |beta*|. last: training ends after this check, so the
+        pass also gathers what rounding_distance needs (one pass instead of two on streamed rows)."""
+        total = data.full(self.newton if last else None)
         host = torch.cat([total.reshape(1), data.grad]).double().cpu().numpy()  # one host sync
         with np.errstate(divide="ignore", invalid="ignore"):
             distance = float(np.max(np.abs(self.newton @ host[1:]) / self.optimum_scale))

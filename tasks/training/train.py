@@ -113,7 +113,7 @@ def _check(loop: _Loop, chunk: np.ndarray, done: int, rule: StopRule, cfg: Train
         loop.stop = "diverged"
         return done - len(chunk) + bad + 1
     if cfg.tol > 0:
-        loop.final, loop.distance = rule.distance(setup.model.data)
+        loop.final, loop.distance = rule.distance(setup.model.data, last=done == cfg.epochs)
         if rule.converged(chunk, loop.distance, done, setup.model.data):
             loop.stop = "tol"
     if progress is not None:
