@@ -14,7 +14,7 @@ import pytest
 
 from tasks.kernels import compiled
 
-pytestmark = pytest.mark.skipif(not compiled.AVAILABLE, reason=compiled.WHY or "numba unavailable")
+needs_numba = pytest.mark.skipif(not compiled.AVAILABLE, reason=compiled.WHY or "numba unavailable")
 
 TINY = 5e-324  # the smallest subnormal
 ADVERSARIAL = [
@@ -35,6 +35,7 @@ def _pairs(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([fixed[:, 0], a]), np.concatenate([fixed[:, 1], b])
 
 
+@needs_numba
 def test_two_sum_is_exact_everywhere_it_does_not_overflow():
     """s + e == a + b in exact rationals, s the rounded sum, on every finite pair (subnormals, signed
     zeros and 1e300 apart included)."""
@@ -49,6 +50,7 @@ def test_two_sum_is_exact_everywhere_it_does_not_overflow():
         assert Fraction(si) + Fraction(ei) == Fraction(x) + Fraction(y), (x, y, si, ei)
 
 
+@needs_numba
 def test_two_prod_is_exact_where_the_error_term_is_representable():
     """p + e == a * b exactly, p the rounded product, whenever the exact product neither overflows nor
     falls below 2^-969 (where its rounding error, about 2^-53 of it, could be subnormal): the
@@ -88,6 +90,7 @@ def _exact_sums(X, y, beta, intercept, center):
     return [rss, s1, s2, *grad]
 
 
+@needs_numba
 @pytest.mark.parametrize("intercept", [True, False])
 def test_the_fused_refinement_sums_are_the_exact_sums_to_double_double_accuracy(intercept):
     """Near the least-squares fixed point X^T r nearly cancels (the hard case for any dot product):
@@ -126,7 +129,7 @@ import numpy as np
 from tasks.kernels import compiled
 from tasks.kernels.design import Design
 from tasks.exact.fit import fit_exact
-assert not compiled.AVAILABLE
+compiled.MIN_ROWS = 0  # every pass asks for the compiled kernels
 rng = np.random.default_rng(0)
 x = rng.normal(size=(500, 2))
 y = x @ [1.0, -2.0] + 3 + rng.normal(size=500)
@@ -134,6 +137,7 @@ for _ in range(2):
     fit = fit_exact(Design.from_arrays(x, y, ("a", "b")))
 ref = np.linalg.lstsq(np.column_stack([np.ones(500), x]), y, rcond=None)[0]
 assert np.allclose(fit.params, ref, rtol=1e-12), (fit.params, ref)
+assert not compiled.AVAILABLE
 print("ok")
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -141,3 +145,37 @@ print("ok")
     assert done.stdout.strip() == "ok"
     lines = [line for line in done.stderr.splitlines() if "numba" in line]
     assert len(lines) == 1 and "numpy kernels" in lines[0], done.stderr
+
+
+@needs_numba
+@pytest.mark.parametrize("formula", [None, "y ~ a + C(g) + a:b"])
+def test_a_fit_on_the_compiled_kernels_is_the_fit_on_the_numpy_kernels(monkeypatch, formula):
+    """The same certified coefficients (bit for bit: both are the float64 rounding of the exact
+    solution) and the same statistics to 1e-14, whichever kernels sum the passes."""
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    from tasks.config import ModelSpec
+    from tasks.exact.fit import fit_exact
+    from tasks.ingest.prepare import prepare_data
+
+    rng = np.random.default_rng(6)
+    df = pd.DataFrame({"a": rng.normal(100, 3, 2000), "b": rng.uniform(-1, 1, 2000),
+                       "g": rng.choice(["p", "q", "r"], 2000)})
+    df["y"] = 2 * df.a - df.b + (df.g == "q") * 0.5 + rng.normal(size=2000)
+    spec = ModelSpec(formula=formula) if formula else ModelSpec(features=("a", "b"))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "t.csv"
+        df.to_csv(path, index=False)
+        prepared = prepare_data(spec, path, Path(tmp) / "data", block_rows=300)
+        design = prepared.design(spec)
+        monkeypatch.setattr(compiled, "MIN_ROWS", 10**12)
+        numpy_fit = fit_exact(design, prepared.geometry, cov_type="HC1")
+        monkeypatch.setattr(compiled, "MIN_ROWS", 0)
+        compiled_fit = fit_exact(design, prepared.geometry, cov_type="HC1")
+    np.testing.assert_array_equal(compiled_fit.params, numpy_fit.params)
+    assert compiled_fit.rss == pytest.approx(numpy_fit.rss, rel=1e-14)
+    assert compiled_fit.r_squared == pytest.approx(numpy_fit.r_squared, rel=1e-14)
+    np.testing.assert_allclose(compiled_fit.se_coefficients, numpy_fit.se_coefficients, rtol=1e-14)

@@ -7,7 +7,9 @@ bounded by the block size, never by the number of rows.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import queue
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -161,6 +163,10 @@ class ParquetTable:
         return out
 
     def blocks(self) -> Iterator[np.ndarray]:
+        """The blocks in row order, each decoded while the caller works on the one before (prefetched)."""
+        return prefetched(self._decoded)
+
+    def _decoded(self) -> Iterator[np.ndarray]:
         # pre_buffer=False: pyarrow would otherwise read whole row groups (the file, for one
         # group) into memory ahead of the batches. use_threads: the columns decode on pyarrow's
         # thread pool (one per core), 1.1 s instead of 2.0 s per pass at 1e7 x 17 on 2 cores.
@@ -184,6 +190,55 @@ class ParquetTable:
         if name in self.levels:  # a string column: the index of each value in its levels
             column = pc.index_in(column, value_set=pa.array(self.levels[name], type=column.type))
         return np.asarray(column.to_numpy(zero_copy_only=False), dtype=np.float64)
+
+
+class _Failed:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+def prefetched(items: Callable[[], Iterator], depth: int = 1) -> Iterator:
+    """items() iterated on a thread of its own, up to `depth` items ahead of the caller: a pass
+    decodes the next block (pyarrow, GIL released) while numpy works on this one (measured at
+    1e7 x 17 on 2 cores: a statistics-and-Gram pass 2.2 s -> 1.4 s). Errors are raised in the
+    caller; a caller that stops early stops the thread (the generator's close)."""
+    channel: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def send(item) -> bool:
+        while not stop.is_set():
+            try:
+                channel.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items():
+                if not send(item):
+                    return
+            send(_END)
+        except BaseException as error:  # noqa: BLE001 - handed to the caller, raised there
+            send(_Failed(error))
+
+    worker = threading.Thread(target=produce, name="linreg-prefetch", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = channel.get()
+            if item is _END:
+                return
+            if isinstance(item, _Failed):
+                raise item.error
+            yield item
+    finally:
+        stop.set()
+        worker.join()
 
 
 # What a Design reads: rows, columns (target first), stats and blocks().
