@@ -84,20 +84,6 @@ def condition_numbers(design: Design, geometry: Geometry) -> tuple[float, float]
     return float(raw), float(scaled)
 
 
-def inverse_gram(M: list[list[Fraction]]) -> list[list[Fraction]]:
-    """(X^T X)^-1 = M M^T of M = Geometry.params_map() (T R^-1), in exact rational arithmetic (forming
-    X^T X would square X's conditioning); its symmetric half only."""
-    # Each row of M as integers over one denominator: the p^2 dot products run on ints, not Fractions.
-    rows = [rq.over_one_denominator(row) for row in M]
-    p = len(M)
-    G = [[Fraction(0)] * p for _ in range(p)]
-    for i, (u, du) in enumerate(rows):
-        for j in range(i, p):
-            v, dv = rows[j]
-            G[i][j] = G[j][i] = Fraction(sum(a * b for a, b in zip(u, v)), du * dv)
-    return G
-
-
 def fit_exact(design: Design, geometry: Geometry | None = None, passes: Passes = LOCAL,
               cov_type: str = "nonrobust", cluster: str | None = None) -> ExactFit:
     """Fit the design exactly and compute standard errors, R^2 and condition numbers.
@@ -116,7 +102,7 @@ def fit_exact(design: Design, geometry: Geometry | None = None, passes: Passes =
     dof = n - p
     sigma2 = rss / dof
     M = geometry.params_map()  # T R^-1, for the covariance and (robust) its sandwich
-    gram_inv = inverse_gram(M)
+    gram_inv = geometry.inverse_gram()
     se = np.sqrt(sigma2 * np.array([float(gram_inv[i][i]) for i in range(p)]))
     s2 = Fraction(rss) / dof  # statsmodels' cov_params() s^2 (X^T X)^-1, each entry rounded once
     cov = tuple(tuple(float(s2 * g) for g in row) for row in gram_inv)

@@ -65,8 +65,24 @@ class Geometry:
             object.__setattr__(self, "_params_map", cached)
         return cached
 
-    def __getstate__(self) -> dict:  # the cached map is formed again where it is needed
-        return {k: v for k, v in self.__dict__.items() if k != "_params_map"}
+    def inverse_gram(self) -> list[list[Fraction]]:
+        """(X^T X)^-1 = M M^T of M = params_map(), in exact rational arithmetic (forming X^T X would
+        square X's conditioning); formed once per object, for the fit's covariance and the training's
+        Newton map. Each row of M as integers over one denominator: the p^2 dot products run on ints."""
+        cached = self.__dict__.get("_inverse_gram")
+        if cached is None:
+            rows = [rq.over_one_denominator(row) for row in self.params_map()]
+            p = len(rows)
+            cached = [[Fraction(0)] * p for _ in range(p)]
+            for i, (u, du) in enumerate(rows):
+                for j in range(i, p):
+                    v, dv = rows[j]
+                    cached[i][j] = cached[j][i] = Fraction(sum(a * b for a, b in zip(u, v)), du * dv)
+            object.__setattr__(self, "_inverse_gram", cached)
+        return cached
+
+    def __getstate__(self) -> dict:  # the cached maps are formed again where they are needed
+        return {k: v for k, v in self.__dict__.items() if k not in ("_params_map", "_inverse_gram")}
 
     def singular_values(self) -> tuple[np.ndarray, np.ndarray]:
         """W's singular values (descending) and right singular vectors (rows of vt)."""

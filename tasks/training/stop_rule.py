@@ -39,12 +39,16 @@ EXPLODED = 1e12
 
 def newton_map(coords: Coordinates) -> np.ndarray:
     """K (p, p): the Newton step H^-1 g of a training gradient g, in the original parameters, is
-    K g. With N B^-1 = T R^-1: K = y_scale n/2 T R^-1 B^-T, in exact rationals, rounded; B^-1 =
-    N^-1 T R^-1 (B = R T^-1 N), and N is a column scaling unless preconditioned: cheap to invert."""
-    C = coords.geometry.params_map()
-    Binv = rq.matmul(rq.upper_inverse(coords.N), C)
+    K g. With N B^-1 = T R^-1: K = y_scale n/2 T R^-1 B^-T, in exact rationals, rounded. As
+    B = R T^-1 N, B^-1 = N^-1 T R^-1 and K = y_scale n/2 (X^T X)^-1 N^-T: the fit's inverse Gram
+    (Geometry.inverse_gram, formed once) times N^-T, a column scaling unless preconditioned, so
+    that no product of two dense rational matrices is formed (at 57 parameters it held 100 MiB of
+    big integers)."""
+    G = coords.geometry.inverse_gram()
     factor = Fraction(coords.scaling.y_scale) * Fraction(coords.design.n, 2)
-    return np.array(rq.to_float(rq.matmul(C, [[factor * v for v in row] for row in zip(*Binv)])))
+    # K^T = N^-1 G (G is symmetric), with N^-1 on the left: its zeros are skipped row by row
+    Ninv = [[factor * v for v in row] for row in rq.upper_inverse(coords.N)]
+    return np.array(rq.to_float(rq.matmul(Ninv, G))).T
 
 
 @dataclass
