@@ -14,10 +14,9 @@ import io
 from dataclasses import dataclass, replace
 from functools import partial, reduce
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-from matplotlib.axes import Axes
-from matplotlib.colors import LogNorm
-from matplotlib.figure import Figure
 from prefect import task
 
 from tasks.exact.fit import ExactFit
@@ -26,6 +25,10 @@ from tasks.kernels.passes import LOCAL, Passes
 from tasks.publish.schema import FIT_PLOT, LOSS_PLOT
 from tasks.training.train import SGDResult
 from tasks.wording import counted
+
+if TYPE_CHECKING:  # matplotlib is imported when a plot is drawn: after the fits, not at their memory peak
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 POINTS_MAX = 5000  # rows drawn one by one (a teacher's scatter); above: the density of every row
 BINS = 200  # per axis; 200 x 200 cells are finer than the ~600 x 400 pixels of the axes need
@@ -134,12 +137,16 @@ def fit_view(design: Design, exact: np.ndarray, sgd: np.ndarray, passes: Passes 
 
 
 def _figure() -> tuple[Figure, Axes]:
+    from matplotlib.figure import Figure
+
     fig = Figure(figsize=SIZE, dpi=DPI, layout="constrained")
     return fig, fig.add_subplot()
 
 
 def _density(fig: Figure, ax: Axes, view: FitView) -> None:
     """The histogram as an image, log colour scale, empty cells blank."""
+    from matplotlib.colors import LogNorm
+
     s = view.spec
     counts = np.ma.masked_equal(view.counts.T, 0)
     image = ax.imshow(counts, origin="lower", aspect="auto", interpolation="nearest", cmap="Greys",

@@ -139,9 +139,11 @@ def _chunk_sums(design: Design, ws: _Workspace, features: np.ndarray, y: np.ndar
 
 def part_sums(beta: np.ndarray, center: float | None, gradient: bool, design: Design) -> dd.DD:
     """The sums of one part of the design (see _chunk_sums), merged chunk by chunk: in one compiled
-    sweep per block where numba runs (kernels/compiled.py; straight-line and formula terms, parts of
-    compiled.MIN_ROWS rows and more), else with the numpy kernels."""
-    if design.degree == 1 and compiled.usable(design.n):
+    sweep per block where numba runs (kernels/compiled.py; straight-line terms, parts of
+    compiled.MIN_ROWS rows and more), else with the numpy kernels. A formula's terms keep the numpy
+    kernels: its passes are bound by the terms' evaluation, and the 63 MiB of LLVM that numba loads
+    would cost its runs more memory than the sweep saves time."""
+    if design.degree == 1 and design.formula is None and compiled.usable(design.n):
         return _compiled_sums(beta, center, gradient, design)
     rows = GRADIENT + (design.n_params if gradient else 0)
     ws = _Workspace(design, beta, rows)
