@@ -48,19 +48,19 @@ def formula_columns(source: Input, spec: ModelSpec, block_rows: int) -> tuple[tu
 
 
 def carried_columns(source: Input, columns: tuple[str, ...], extra: Mapping[str, str], block_rows: int,
-                    text: tuple[str, ...] = ()) -> dict[str, bool]:
+                    text: tuple[str, ...] = (), weights: str | None = None) -> dict[str, bool]:
     """The columns to carry beside the model's (those of extra, column -> the option naming it, that it
     does not use already) -> whether each is held as text; UserInputError naming one that is not
-    there, or weights (--weights) that are not numbers. text: the model's own columns held as text."""
+    there, or a weights column (`weights`, --weights) that is not numbers. text: the model's own
+    columns held as text."""
     for name, option in extra.items():
         if name not in source.header:
             raise UserInputError(f"option {option}: column {name!r} not found (columns: {', '.join(source.header)})")
     names = [name for name in extra if name not in columns]
     sample = source.sample(block_rows) if names else None  # read once, and only when there is one
     carried = {name: not looks_numeric(sample[name]) for name in names}
-    for name, option in extra.items():
-        if option.startswith("--weights") and (carried.get(name) or name in text):
-            raise UserInputError(f"option {option}: column {name!r} is not numeric; weights must be numbers > 0")
+    if weights is not None and (carried.get(weights) or weights in text):
+        raise UserInputError(f"option {extra[weights]}: column {weights!r} is not numeric; weights must be numbers > 0")
     return carried
 
 

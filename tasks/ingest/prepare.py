@@ -153,7 +153,7 @@ def prepare_data(spec: ModelSpec, data: Path, data_dir: Path, block_rows: int = 
             (columns, note), strings, categorical = select_columns(source, spec, block_rows, extra), (), ()
         else:
             columns, strings, categorical, note = formula_columns(source, spec, block_rows)
-        carried = carried_columns(source, columns, extra, block_rows, strings)
+        carried = carried_columns(source, columns, extra, block_rows, strings, spec.weights)
     kinds = _Kinds(strings, categorical, tuple(carried), tuple(name for name, text in carried.items() if text))
     # The input may be this data folder's stored copy itself: then hash it, but do not copy it.
     claimed = stored_copy(source.metadata, columns + kinds.extra, Path(data_dir))

@@ -166,8 +166,7 @@ def _compiled_sums(beta: np.ndarray, center: float | None, gradient: bool, desig
     for features, y in design.blocks():
         if not len(y):
             continue
-        X = design.terms_of(features) if design.formula is not None else features
-        total = dd.add(total, compiled.refine_sums(X, y, bh, bl, b0h, b0l, bool(k), 0.0 if center is None else center,
+        total = dd.add(total, compiled.refine_sums(features, y, bh, bl, b0h, b0l, bool(k), 0.0 if center is None else center,
                                                    center is not None, gradient))
     return total
 
