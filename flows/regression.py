@@ -75,10 +75,11 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
     sgd_future = train_sgd_task.submit(fitted, config.train, data.geometry, config.converged_rtol, passes)
     exact, sgd = exact_future.result(), sgd_future.result()
     timings["exact"], timings["sgd"] = exact.seconds, sgd.seconds
-    with _timed(timings, "compare"):
-        comparison = compare_fits_task(fitted, exact, sgd, config.converged_rtol, passes)
+    with _timed(timings, "compare"):  # and the plot's view, in the same pass where the rows are the same
+        comparison, view = compare_fits_task(fitted, exact, sgd, config.converged_rtol, passes,
+                                             with_view=data.weighting is None)
     with _timed(timings, "plots"):
-        images = make_plots_task(design, exact, sgd, passes)
+        images = make_plots_task(design, exact, sgd, passes, view)
     documents = build_documents_task(design, data.geometry, exact, sgd, comparison, config.alpha, data.dropped,
                                      config.model.weights)
     manifest = manifest_doc(

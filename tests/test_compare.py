@@ -10,11 +10,12 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from tasks.evaluate.compare import WELL_CONDITIONED, compare_fits, estimate_epochs_needed
+from tasks.evaluate.compare import WELL_CONDITIONED, compare_and_view, compare_fits, estimate_epochs_needed
+from tasks.evaluate.plots import fit_view
 from tasks.exact.fit import fit_exact
 from tasks.kernels.passes import Passes
 from tasks.training.train import SGDResult
-from tests.helpers import TUTORIAL_X, TUTORIAL_Y, make_design, tutorial_design
+from tests.helpers import TUTORIAL_X, TUTORIAL_Y, formula_design, make_design, tutorial_design
 
 pytestmark = pytest.mark.numeric  # run again under torch's other CPU kernels (make test)
 
@@ -217,3 +218,51 @@ def test_the_epochs_needed_follow_the_measured_linear_rate(epochs):
     needed = estimate_epochs_needed(losses, 2.0, rel_diff=1e-2, rtol=1e-8)
     assert needed == pytest.approx(epochs + 2 * math.log(1e-2 / 1e-8) / -math.log(r), rel=1e-6)
     assert estimate_epochs_needed(np.full(epochs, 3.0), 2.0, 1e-2, 1e-8) == math.inf  # not falling
+
+
+def _fused_cases():
+    rng = np.random.default_rng(11)
+    n = 70_000  # past compiled.MIN_ROWS: the straight-line part sums run on the compiled kernels where numba runs
+    X = rng.normal(size=(n, 3)) * [1.0, 5.0, 0.2] + [3.0, -1.0, 40.0]
+    y = 1.5 + X @ [2.0, -0.3, 7.0] + rng.normal(size=n)
+    g = rng.choice(np.array(["a", "b", "c"]), size=300)
+    x = rng.normal(size=300)
+    return {
+        "straight-line": make_design(X, y),
+        "one feature": make_design(X[:500, 0], y[:500]),
+        "polynomial": make_design(X[:500, 0], y[:500], degree=3),
+        "formula": formula_design("y ~ x + C(g)", {"x": x, "g": g}, 1.0 + 2.0 * x + (g == "b") + rng.normal(size=300),
+                                  block_rows=37),
+    }
+
+
+@pytest.mark.parametrize("case", ["straight-line", "one feature", "polynomial", "formula"])
+@pytest.mark.parametrize("parts", [1, 3])
+def test_one_pass_comparison_and_view_equal_the_two_passes(case, parts):
+    """compare_and_view's single pass gives the comparison compare_fits gives and the view
+    plots.fit_view gives, field for field, on straight-line, polynomial and formula designs."""
+    design = _fused_cases()[case]
+    passes = Passes(parts=parts)
+    exact = fit_exact(design)
+    sgd = _sgd(exact.params * (1 + 1e-3))
+    comparison, view = compare_and_view(design, exact, sgd, 1e-6, passes, with_view=True)
+    assert comparison == compare_fits(design, exact, sgd, 1e-6, passes)
+    expected = fit_view(design, exact.params, sgd.params, passes)
+    assert view.n == design.n and view.outside == expected.outside
+    np.testing.assert_array_equal(view.counts, expected.counts)
+    np.testing.assert_array_equal(view.sums, expected.sums)
+    assert (view.points is None) == (expected.points is None)
+    if view.points is not None:
+        np.testing.assert_array_equal(view.points, expected.points)
+    # without the view (--weights: the plot's rows are not the fitted ones) no view is made
+    assert compare_and_view(design, exact, sgd, 1e-6, passes) == (comparison, None)
+
+
+def test_one_pass_comparison_of_a_diverged_model_still_makes_the_view():
+    design = _fused_cases()["one feature"]
+    exact = fit_exact(design)
+    comparison, view = compare_and_view(design, exact, _sgd([np.nan, np.inf], stop_reason="diverged"), 1e-6,
+                                        with_view=True)
+    assert comparison.sgd_mse == math.inf and not comparison.converged
+    assert view.n == design.n
+

@@ -130,6 +130,8 @@ from tasks.kernels import compiled
 from tasks.kernels.design import Design
 from tasks.exact.fit import fit_exact
 compiled.MIN_ROWS = 0  # every pass asks for the compiled kernels
+from tasks.kernels.gram import GramSums
+GramSums(3).update(np.ones((4, 3)))  # an ingest pass past MIN_ROWS preloads them on a thread
 rng = np.random.default_rng(0)
 x = rng.normal(size=(500, 2))
 y = x @ [1.0, -2.0] + 3 + rng.normal(size=500)
@@ -145,6 +147,31 @@ print("ok")
     assert done.stdout.strip() == "ok"
     lines = [line for line in done.stderr.splitlines() if "numba" in line]
     assert len(lines) == 1 and "numpy kernels" in lines[0], done.stderr
+
+
+@needs_numba
+def test_an_ingest_pass_past_min_rows_loads_the_kernels_on_a_thread_of_their_own():
+    """The Gram sums of a pass that reaches MIN_ROWS start numba's import beside the pass (not on the
+    fit); below MIN_ROWS nothing loads it."""
+    script = """
+import sys, threading
+import numpy as np
+from tasks.kernels import compiled
+from tasks.kernels.gram import GramSums
+sums = GramSums(3)
+sums.update(np.ones((compiled.MIN_ROWS - 1, 3)))
+assert "numba" not in sys.modules and not any(t.name == "linreg-numba-preload" for t in threading.enumerate())
+sums.update(np.ones((1, 3)))
+loader = [t for t in threading.enumerate() if t.name == "linreg-numba-preload"]
+assert len(loader) == 1 and not loader[0].daemon
+loader[0].join()
+assert "numba" in sys.modules and compiled._state["module"] is not None
+assert compiled.usable(compiled.MIN_ROWS)
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
 
 
 @needs_numba

@@ -270,7 +270,7 @@ def test_linreg_run_dask_runs_its_passes_on_a_local_cluster_and_gets_the_local_a
         cwd=REPO, env=cli_env(tmp_path / "home"), capture_output=True, text=True,
         stdin=subprocess.DEVNULL, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    for kernel in ("part_sums", "view_part"):  # the refinement's and the plot's part tasks
+    for kernel in ("part_sums", "measure_part"):  # the refinement's part tasks, the comparison and plot's
         assert f"Task run '{kernel}-3'" in result.stderr, kernel
     version = Path(result.stdout.strip().splitlines()[-1])
     exact = json.loads((version / "coefficients.json").read_text())["exact"]

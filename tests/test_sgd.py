@@ -502,17 +502,24 @@ class _PicklingMap:
         return [fn(cloudpickle.loads(cloudpickle.dumps(part))) for part in parts]
 
 
-@pytest.mark.parametrize("rows", ["held", "streamed", "streamed in 3 pickled parts"])
-def test_the_passes_over_the_rows_are_those_of_the_explicit_rows(rows):
+@pytest.mark.parametrize("rows", ["held", "streamed", "streamed in 3 pickled parts", "streamed, compiled",
+                                  "streamed in 3 pickled parts, compiled"])
+def test_the_passes_over_the_rows_are_those_of_the_explicit_rows(rows, monkeypatch):
     """full() = n f(ref) and its gradient, then relative(ref) = n (f(theta) - f(ref)) and the gradient
     at theta, and rounding(K) = the stop rule's rounding sums, held or streamed in blocks of 3 rows (one part,
-    or 3 parts through a pickling mapper), against the explicit float64 rows (the loss difference
-    in exact fractions)."""
+    or 3 parts through a pickling mapper; on the numpy kernels or the compiled one), against the
+    explicit float64 rows (the loss difference and the rounding sums in exact fractions)."""
     from fractions import Fraction
 
+    from tasks.kernels import compiled
     from tasks.kernels.training_rows import HeldRows, StreamedRows
     from tasks.kernels.tsqr import design_geometry
     from tasks.training.setup import training_coordinates
+
+    if "compiled" in rows:
+        if not compiled.usable():
+            pytest.skip("numba does not run here")
+        monkeypatch.setattr(compiled, "MIN_ROWS", 0)  # every part's passes on the compiled kernel
 
     design = _two_feature_design(block_rows=3)
     coords = training_coordinates(design, design_geometry(design), True, False)
@@ -566,11 +573,19 @@ def test_streamed_full_batch_training_over_3_pickled_parts_equals_one_part(monke
     np.testing.assert_allclose(three.params, one.params, rtol=ORDER_RTOL)
 
 
-def test_a_streamed_parquet_design_trains_over_parts_of_row_groups(monkeypatch, tmp_path):
+@pytest.mark.parametrize("kernels", ["numpy", "compiled"])
+def test_a_streamed_parquet_design_trains_over_parts_of_row_groups(monkeypatch, tmp_path, kernels):
     """A Parquet file of 8 row groups, streamed in blocks of 3 rows over 3 pickled parts (the path
     travels, each part reads its own row groups): the default run stops on "tol" at the exact fit,
-    as the run on rows held in memory does, in the same number of epochs."""
+    as the run on rows held in memory does, in the same number of epochs; its full passes on the
+    numpy kernels or the compiled one."""
     import tasks.training.train
+    from tasks.kernels import compiled
+
+    if kernels == "compiled":
+        if not compiled.usable():
+            pytest.skip("numba does not run here")
+        monkeypatch.setattr(compiled, "MIN_ROWS", 0)
     from tasks.kernels.design import Design
     from tasks.kernels.table import ParquetTable
 

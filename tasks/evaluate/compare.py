@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import partial, reduce
 
 import numpy as np
 from prefect import task
 
+from tasks.evaluate.plots import FitView, ViewFold, ViewSpec, view_spec
 from tasks.exact.fit import ExactFit
+from tasks.kernels import ddarith as dd
 from tasks.kernels.design import Design
 from tasks.kernels.passes import LOCAL, Passes
-from tasks.kernels.refine import residual_sum_squares
+from tasks.kernels.refine import SumsFold, params_beta, residual_sum_squares, total_rss
 from tasks.training.train import SGDResult
 from tasks.wording import counted
 
@@ -96,15 +99,17 @@ def remedies(sgd: SGDResult, condition_scaled: float = math.inf) -> tuple[str, .
     return tuple(found)
 
 
-def compare_fits(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float, passes: Passes = LOCAL) -> Comparison:
-    """Differences in parameters and in mean squared error (one pass over the data), and the verdict."""
+def compare_fits(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float, passes: Passes = LOCAL,
+                 sgd_mse: float | None = None) -> Comparison:
+    """Differences in parameters and in mean squared error (one pass over the data, unless the
+    caller's pass has measured sgd_mse), and the verdict."""
     a, b = exact.params, sgd.params
     diff = np.abs(b - a)
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(a != 0, diff / np.abs(a), np.where(diff == 0, 0.0, np.inf))
     max_abs = float(np.max(diff)) if np.all(np.isfinite(diff)) else math.inf
     max_rel = float(np.max(rel)) if np.all(np.isfinite(rel)) else math.inf
-    sgd_mse = mse(design, b, passes)
+    sgd_mse = mse(design, b, passes) if sgd_mse is None else sgd_mse
     with np.errstate(over="ignore", invalid="ignore"):  # a diverged run's distance is inf or NaN
         distance = float(np.linalg.norm(b - a))
     converged = bool(max_rel <= rtol) and not sgd.diverged
@@ -149,8 +154,42 @@ def compare_fits(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float, p
     )
 
 
+def measure_part(spec: ViewSpec, beta: np.ndarray | None, part: Design) -> tuple[dd.DD | None, FitView]:
+    """One part's sums of squares of the SGD model (beta: refine.params_beta of its params; None: not
+    finite) and the plot's view of it, from one read of each block."""
+    sums = None if beta is None else SumsFold(part, beta, None, False)
+    view = ViewFold(spec, part)
+    with np.errstate(all="ignore"):
+        for features, y in part.blocks():
+            terms = part.terms_of(features) if part.formula is not None else None  # once for both
+            if sums is not None:
+                sums.add(features, y, terms)
+            view.add(features, y, terms)
+    return (None if sums is None else sums.total), view.view()
+
+
+def compare_and_view(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float, passes: Passes = LOCAL,
+                     with_view: bool = False) -> tuple[Comparison, FitView | None]:
+    """compare_fits, and with_view (the design is also the plot's: no --weights) the plot's view of it
+    (plots.fit_view), both from one pass over the rows. Otherwise the view is None and the plots make
+    their own pass."""
+    if not with_view:
+        return compare_fits(design, exact, sgd, rtol, passes), None
+    finite = bool(np.all(np.isfinite(sgd.params)))
+    spec = view_spec(design, exact.params, sgd.params)
+    parts = passes.over(partial(measure_part, spec, params_beta(sgd.params) if finite else None), design)
+    view = reduce(FitView.merge, (v for _, v in parts))
+    sgd_mse = math.inf
+    if finite:
+        try:
+            sgd_mse = total_rss(reduce(dd.add, (s for s, _ in parts))) / design.n
+        except (ValueError, OverflowError):  # a residual beyond float64 (|params| near 1e150 and up)
+            pass
+    return compare_fits(design, exact, sgd, rtol, passes, sgd_mse), view
+
+
 @task(name="compare-fits")
-def compare_fits_task(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float,
-                      passes: Passes = LOCAL) -> Comparison:
-    """Compare the SGD model with the exact fit."""
-    return compare_fits(design, exact, sgd, rtol, passes)
+def compare_fits_task(design: Design, exact: ExactFit, sgd: SGDResult, rtol: float, passes: Passes = LOCAL,
+                      with_view: bool = False) -> tuple[Comparison, FitView | None]:
+    """Compare the SGD model with the exact fit (and make the plot's view in the same pass: with_view)."""
+    return compare_and_view(design, exact, sgd, rtol, passes, with_view)

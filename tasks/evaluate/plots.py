@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass, replace
 from functools import partial, reduce
-
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -110,25 +109,46 @@ def _bin(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 def view_part(spec: ViewSpec, part: Design) -> FitView:
     """The view of one part: a fold over its blocks (the function a pass maps over the parts)."""
-    k = int(part.intercept)
-    coefs = np.column_stack([spec.exact[k:], spec.sgd[k:]])  # (n_terms, 2)
-    heads = np.array([spec.exact[0], spec.sgd[0]]) if k else np.zeros(2)
-    counts, sums = np.zeros(BINS * BINS, dtype=np.int64), np.zeros((2, BINS))
-    outside, points = 0, []
+    fold = ViewFold(spec, part)
     for features, y in part.blocks():
+        fold.add(features, y)
+    return fold.view()
+
+
+class ViewFold:
+    """view_part block by block, for a pass that reads each block for more than the view (compare's):
+    add() the part's blocks in row order, then view()."""
+
+    def __init__(self, spec: ViewSpec, part: Design):
+        self.spec, self.part = spec, part
+        k = int(part.intercept)
+        self.coefs = np.column_stack([spec.exact[k:], spec.sgd[k:]])  # (n_terms, 2)
+        self.heads = np.array([spec.exact[0], spec.sgd[0]]) if k else np.zeros(2)
+        self.counts, self.sums = np.zeros(BINS * BINS, dtype=np.int64), np.zeros((2, BINS))
+        self.outside, self.points = 0, []
+
+    def add(self, features: np.ndarray, y: np.ndarray, terms: np.ndarray | None = None) -> None:
+        """One block: its raw features (and its term values, when the caller has computed them)."""
+        spec = self.spec
         if spec.predicted:  # both models' predictions b0 + terms b in one product
-            c = np.column_stack([y, part.terms_of(features) @ coefs + heads])
+            terms = self.part.terms_of(features) if terms is None else terms
+            c = np.column_stack([y, terms @ self.coefs + self.heads])
         else:
             c = np.column_stack([features[:, 0], y])
         i, j = _bin(c[:, 0], spec.u_edges), _bin(c[:, 1], spec.v_edges)
-        counts += np.bincount(i * BINS + j, minlength=BINS * BINS)
+        self.counts += np.bincount(i * BINS + j, minlength=BINS * BINS)
         if spec.predicted:
-            sums += [np.bincount(i, weights=c[:, 1], minlength=BINS), np.bincount(i, weights=c[:, 2], minlength=BINS)]
-            outside += int(np.count_nonzero((c[:, 1] < spec.v_edges[0]) | (c[:, 1] > spec.v_edges[-1])))
+            self.sums += [np.bincount(i, weights=c[:, 1], minlength=BINS),
+                          np.bincount(i, weights=c[:, 2], minlength=BINS)]
+            self.outside += int(np.count_nonzero((c[:, 1] < spec.v_edges[0]) | (c[:, 1] > spec.v_edges[-1])))
         if spec.keep_points:
-            points.append(c)
-    kept = np.concatenate(points) if points else np.empty((0, 3 if spec.predicted else 2))
-    return FitView(spec, counts.reshape(BINS, BINS), sums, outside, kept if spec.keep_points else None)
+            self.points.append(c)
+
+    def view(self) -> FitView:
+        spec = self.spec
+        kept = np.concatenate(self.points) if self.points else np.empty((0, 3 if spec.predicted else 2))
+        return FitView(spec, self.counts.reshape(BINS, BINS), self.sums, self.outside,
+                       kept if spec.keep_points else None)
 
 
 def fit_view(design: Design, exact: np.ndarray, sgd: np.ndarray, passes: Passes = LOCAL) -> FitView:
@@ -249,7 +269,10 @@ def png_bytes(fig: Figure) -> bytes:
 
 
 @task(name="make-plots")
-def make_plots_task(design: Design, exact: ExactFit, sgd: SGDResult, passes: Passes = LOCAL) -> dict[str, bytes]:
-    """Draw fit.png (one pass over the data) and loss.png, each rendered once to PNG bytes."""
-    view = fit_view(design, exact.params, sgd.params, passes)
+def make_plots_task(design: Design, exact: ExactFit, sgd: SGDResult, passes: Passes = LOCAL,
+                    view: FitView | None = None) -> dict[str, bytes]:
+    """Draw fit.png and loss.png, each rendered once to PNG bytes. view: the fit's view when the
+    comparison's pass made it (compare.compare_and_view), else this task makes a pass of its own."""
+    if view is None:
+        view = fit_view(design, exact.params, sgd.params, passes)
     return {FIT_PLOT: png_bytes(plot_fit(design, view, exact, sgd)), LOSS_PLOT: png_bytes(plot_loss(sgd, exact.mse))}

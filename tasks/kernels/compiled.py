@@ -22,6 +22,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from types import ModuleType
 
 import numpy as np
@@ -31,10 +33,16 @@ import numpy as np
 MIN_ROWS = 1 << 16
 
 _state: dict = {}  # "module" (the kernels, or None) and "why" (the reason they do not run)
+_lock = threading.Lock()  # one import and check, whichever thread asks first
 
 
 def _kernels() -> ModuleType | None:
     """The compiled kernels' module, checked once per process, or None."""
+    with _lock:
+        return _load()
+
+
+def _load() -> ModuleType | None:
     if "module" not in _state:
         module, why = None, ""
         try:
@@ -55,6 +63,28 @@ def _kernels() -> ModuleType | None:
     return _state["module"]
 
 
+def preload() -> None:
+    """Import and check the kernels on a thread of their own, once: a pass that knows a later pass
+    will want them (an ingest pass past MIN_ROWS rows) calls this, so that numba's import (0.3-0.45 s,
+    mostly loading LLVM and the cached machine code) overlaps its decoding and Prefect's start-up
+    instead of landing on the fit. A caller of usable() meanwhile waits for it on the lock."""
+    if "module" in _state or _state.get("preloading"):
+        return
+    _state["preloading"] = True
+    # Not a daemon: an interpreter that exits meanwhile waits for the import instead of tearing LLVM down under it.
+    threading.Thread(target=_kernels, name="linreg-numba-preload").start()
+
+
+def helper_thread() -> ThreadPoolExecutor:
+    """The thread that sweeps the first half of each block while the caller sweeps the second (the
+    kernels release the GIL): both cores on one pass. The halves' sums are added in row order, so
+    the result is the same on one core or many."""
+    with _lock:
+        if "helper" not in _state:
+            _state["helper"] = ThreadPoolExecutor(max_workers=1, thread_name_prefix="linreg-sweep")
+        return _state["helper"]
+
+
 def usable(rows: int | None = None) -> bool:
     """Whether a pass over `rows` rows (None: any) runs on the compiled kernels."""
     if rows is not None and rows < MIN_ROWS:
@@ -63,11 +93,11 @@ def usable(rows: int | None = None) -> bool:
 
 
 def __getattr__(name: str):
-    """The kernels (refine_sums, error_free, two_sum, two_prod), AVAILABLE and WHY, on first use."""
+    """The kernels (refine_sums, training_sums, error_free, two_sum, two_prod), AVAILABLE and WHY, on first use."""
     if name in ("AVAILABLE", "WHY"):
         module = _kernels()
         return module is not None if name == "AVAILABLE" else _state["why"]
-    if name in ("refine_sums", "error_free", "two_sum", "two_prod", "CHUNK"):
+    if name in ("refine_sums", "training_sums", "error_free", "two_sum", "two_prod", "CHUNK"):
         module = _kernels()
         if module is None:
             raise AttributeError(f"{name}: {_state['why']}")
@@ -86,6 +116,9 @@ def warm() -> None:
         for flags in ((True, True), (False, False)):
             module.refine_sums(layout, np.ones(4), np.ones(layout.shape[1]), np.zeros(layout.shape[1]), 0.0, 0.0,
                                flags[0], 0.0, flags[1], flags[1])
+        for flag in (True, False):
+            module.training_sums(layout, np.ones(4), np.zeros(layout.shape[1]), np.ones(layout.shape[1]), 0.0, 1.0,
+                                 np.ones(layout.shape[1] + int(flag)), flag, np.eye(layout.shape[1] + int(flag)), flag)
     module.error_free(np.ones(2), np.ones(2))
 
 

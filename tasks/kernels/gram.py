@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from tasks.kernels import compiled
 from tasks.kernels import ddarith as dd
 from tasks.kernels.design import Design, scaled_basis
 from tasks.kernels.table import ColumnStats
@@ -40,6 +41,7 @@ class GramSums:
     k: int
     gram: dd.DD = field(init=False)
     sums: dd.DD = field(init=False)
+    rows: int = field(init=False, default=0)
 
     def __post_init__(self) -> None:
         self.gram = (np.zeros((self.k, self.k)), np.zeros((self.k, self.k)))
@@ -53,6 +55,9 @@ class GramSums:
                 rows = block[a:a + CHUNK]
                 self.gram = dd.add(self.gram, (rows.T @ rows, np.zeros((self.k, self.k))))
                 self.sums = dd.add(self.sums, (rows.sum(axis=0), np.zeros(self.k)))
+        self.rows += len(block)
+        if self.rows >= compiled.MIN_ROWS:  # the refinement will run compiled: load it while this pass reads
+            compiled.preload()
 
 
 def stats_and_gram(blocks, k: int) -> tuple[ColumnStats, GramSums]:

@@ -107,3 +107,46 @@ def refine_sums(X, y, bh, bl, b0h, b0l, intercept, center, centered, gradient):
         for r in range(rows):
             hi[r], lo[r] = _add(hi[r], lo[r], S[r], C[r])
     return hi, lo
+
+@njit(cache=True, nogil=True)
+def training_sums(X, y, shift, scale, y_shift, y_scale, theta, intercept, Kt, rounding):
+    """A streamed full-batch pass's sums over raw rows X (m, q), y (m,), without building the training
+    rows: a = [1 (intercept), (x - shift) / scale], y_std = (y - y_shift) / y_scale (as
+    training_rows.RowMap.rows computes them, operation for operation), r = a theta - y_std. Returns
+    (sum r^2, A^T r (p,)), both compensated (TwoProduct and TwoSum per term, the error terms summed in
+    float64), and with `rounding` training_rows.rounding_sums (2, p) in float64: sum (K a)^2 e^2 and
+    sum a^2 r^2, e = |a| |theta| + |y_std|; Kt (p, p), K's transpose (C order: K a is then a sum of
+    Kt's contiguous rows, which LLVM vectorizes), is read only then."""
+    m, q = X.shape
+    k = 1 if intercept else 0
+    p = q + k
+    a, ka = np.empty(p), np.empty(p)
+    gh, gl = np.zeros(p), np.zeros(p)
+    lh, ll = 0.0, 0.0
+    rnd = np.zeros((2, p))
+    for i in range(m):
+        if intercept:
+            a[0] = 1.0
+        for j in range(q):
+            a[k + j] = (X[i, j] - shift[j]) / scale[j]
+        v = (y[i] - y_shift) / y_scale
+        r, e = -v, abs(v)
+        for j in range(p):
+            r += a[j] * theta[j]
+            e += abs(a[j]) * abs(theta[j])
+        s, f = two_prod(r, r)
+        lh, c = two_sum(lh, s)
+        ll += c + f
+        for j in range(p):
+            s, f = two_prod(a[j], r)
+            gh[j], c = two_sum(gh[j], s)
+            gl[j] += c + f
+        if rounding:
+            ka[:] = 0.0
+            for l in range(p):
+                for j in range(p):
+                    ka[j] += Kt[l, j] * a[l]
+            for j in range(p):
+                rnd[0, j] += ka[j] * ka[j] * e * e
+                rnd[1, j] += a[j] * a[j] * r * r
+    return lh + ll, gh + gl, rnd

@@ -138,37 +138,57 @@ def _chunk_sums(design: Design, ws: _Workspace, features: np.ndarray, y: np.ndar
 
 
 def part_sums(beta: np.ndarray, center: float | None, gradient: bool, design: Design) -> dd.DD:
-    """The sums of one part of the design (see _chunk_sums), merged chunk by chunk: in one compiled
-    sweep per block where numba runs (kernels/compiled.py; straight-line terms, parts of
-    compiled.MIN_ROWS rows and more), else with the numpy kernels. A formula's terms keep the numpy
+    """The sums of one part of the design (see _chunk_sums), merged chunk by chunk in row order."""
+    fold = SumsFold(design, beta, center, gradient)
+    for features, y in design.blocks():
+        fold.add(features, y)
+    return fold.total
+
+
+class SumsFold:
+    """part_sums block by block, for a pass that reads each block for more than these sums: add() the
+    part's blocks in row order, then read total.
+
+    One compiled sweep per block where numba runs (kernels/compiled.py; straight-line terms, parts of
+    compiled.MIN_ROWS rows and more), else the numpy kernels. A formula's terms keep the numpy
     kernels: its passes are bound by the terms' evaluation, and the 63 MiB of LLVM that numba loads
     would cost its runs more memory than the sweep saves time."""
-    if design.degree == 1 and design.formula is None and compiled.usable(design.n):
-        return _compiled_sums(beta, center, gradient, design)
-    rows = GRADIENT + (design.n_params if gradient else 0)
-    ws = _Workspace(design, beta, rows)
-    total = (np.zeros(rows), np.zeros(rows))
-    for features, y in design.blocks():
-        if design.formula is not None:  # its terms once per block: formulaic costs milliseconds a call
-            features = design.terms_of(features)
-        for a in range(0, len(y), ws.chunk):
-            b = a + ws.chunk
-            total = dd.add(total, _chunk_sums(design, ws, features[a:b], y[a:b], beta, center, gradient))
-    return total
 
+    def __init__(self, design: Design, beta: np.ndarray, center: float | None, gradient: bool):
+        self.design, self.beta, self.center, self.gradient = design, beta, center, gradient
+        rows = GRADIENT + (design.n_params if gradient else 0)
+        self.total: dd.DD = (np.zeros(rows), np.zeros(rows))
+        self.sweep = None
+        if design.degree == 1 and design.formula is None and compiled.usable(design.n):
+            k = int(design.intercept)
+            b0h, b0l = (float(beta[0, 0]), float(beta[1, 0])) if k else (0.0, 0.0)
+            self.sweep = partial(compiled.refine_sums, bh=np.ascontiguousarray(beta[0, k:]),
+                                 bl=np.ascontiguousarray(beta[1, k:]), b0h=b0h, b0l=b0l, intercept=bool(k),
+                                 center=0.0 if center is None else center, centered=center is not None,
+                                 gradient=gradient)
+        else:
+            self.ws = _Workspace(design, beta, rows)
 
-def _compiled_sums(beta: np.ndarray, center: float | None, gradient: bool, design: Design) -> dd.DD:
-    k = int(design.intercept)
-    bh, bl = np.ascontiguousarray(beta[0, k:]), np.ascontiguousarray(beta[1, k:])
-    b0h, b0l = (float(beta[0, 0]), float(beta[1, 0])) if k else (0.0, 0.0)
-    rows = GRADIENT + (design.n_params if gradient else 0)
-    total = (np.zeros(rows), np.zeros(rows))
-    for features, y in design.blocks():
+    def add(self, features: np.ndarray, y: np.ndarray, terms: np.ndarray | None = None) -> None:
+        """One block: its raw features (a formula's term values in `terms` when the caller has them)."""
         if not len(y):
-            continue
-        total = dd.add(total, compiled.refine_sums(features, y, bh, bl, b0h, b0l, bool(k), 0.0 if center is None else center,
-                                                   center is not None, gradient))
-    return total
+            return
+        if self.sweep is not None:
+            # Two halves of the block, the first on a helper thread (the kernel releases the GIL),
+            # added in row order: the same sums on one core or many.
+            half = (len(y) // 2 + compiled.CHUNK - 1) // compiled.CHUNK * compiled.CHUNK
+            first = compiled.helper_thread().submit(self.sweep, features[:half], y[:half])
+            second = self.sweep(features[half:], y[half:])
+            self.total = dd.add(dd.add(self.total, first.result()), second)
+            return
+        if self.design.formula is not None:  # its terms once per block: formulaic costs milliseconds a call
+            features = self.design.terms_of(features) if terms is None else terms
+        for a in range(0, len(y), self.ws.chunk):
+            b = a + self.ws.chunk
+            self.total = dd.add(self.total, _chunk_sums(self.design, self.ws, features[a:b], y[a:b], self.beta,
+                                                        self.center, self.gradient))
+
+
 
 
 def _split_params(beta: list[Fraction]) -> np.ndarray:
@@ -190,6 +210,16 @@ def residual_sum_squares(design: Design, params: np.ndarray, passes: Passes = LO
     """sum (y - X params)^2 of float64 params, residuals and sum in double-double, streamed."""
     beta = [Fraction(float(v)) for v in params]
     return float(_sums(passes.split(design), beta, None, False, passes)[RSS])
+
+
+def params_beta(params: np.ndarray) -> np.ndarray:
+    """float64 params as part_sums' and SumsFold's beta: (2, p), hi and lo (zero) parts."""
+    return _split_params([Fraction(float(v)) for v in params])
+
+
+def total_rss(total: dd.DD) -> float:
+    """The RSS of merged part sums (gradient or not), rounded once from its double-double."""
+    return float(Fraction(float(total[0][RSS])) + Fraction(float(total[1][RSS])))
 
 
 def _rss_after_step(rss: Fraction, g: list[Fraction], delta: list[Fraction], Ru: np.ndarray,

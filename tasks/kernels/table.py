@@ -55,7 +55,9 @@ class ColumnStats:
     def of(cls, block: np.ndarray) -> ColumnStats:
         """Statistics of one (m, k) block, m >= 1."""
         mean = block.mean(axis=0)
-        return cls(block.shape[0], mean, ((block - mean) ** 2).sum(axis=0), block.min(axis=0), block.max(axis=0))
+        d = block - mean
+        np.square(d, out=d)  # in place: one temporary, not two
+        return cls(block.shape[0], mean, d.sum(axis=0), block.min(axis=0), block.max(axis=0))
 
     @classmethod
     def empty(cls, k: int) -> ColumnStats:

@@ -17,6 +17,7 @@ from functools import partial
 import numpy as np
 import torch
 
+from tasks.kernels import compiled
 from tasks.kernels.design import Design, ScaledBasis
 from tasks.kernels.passes import LOCAL, Passes
 from tasks.kernels.table import ColumnStats
@@ -90,6 +91,8 @@ def part_loss_gradient(row_map: RowMap, theta_y: np.ndarray, ref: np.ndarray | N
     s = A (theta - ref): |r + s|^2 - |r|^2 without the cancellation of two rounded losses. With K
     (the stop rule's Newton map), the part's rounding_sums too, from the same rows (a third item)."""
     p = len(theta_y) - 1
+    if ref is None and _compiled_rows(row_map, part):
+        return _compiled_loss_gradient(row_map, theta_y, part, K)
     loss, grad = 0.0, np.zeros(p)
     rounding = np.zeros((2, p)) if K is not None else None
     for features, y in part.blocks():
@@ -110,6 +113,38 @@ def part_loss_gradient(row_map: RowMap, theta_y: np.ndarray, ref: np.ndarray | N
     return (float(loss), grad) if rounding is None else (float(loss), grad, rounding)
 
 
+def _compiled_rows(row_map: RowMap, part: Design) -> bool:
+    """Whether a full pass over this part runs on the compiled kernel (kernels/compiled.py): straight-line
+    terms scaled column by column (no preconditioner, no whitened rows, no formula), parts of
+    compiled.MIN_ROWS rows and more, where numba runs."""
+    whitened = part.reports_intercept and not part.intercept
+    return (row_map.P is None and part.degree == 1 and part.formula is None and not whitened
+            and compiled.usable(part.n))
+
+
+def _compiled_loss_gradient(row_map: RowMap, theta_y: np.ndarray, part: Design,
+                            K: np.ndarray | None) -> tuple[float, np.ndarray] | tuple:
+    """part_loss_gradient in one compiled sweep per half block (the two halves on both cores), the
+    training rows never built: the loss and gradient sums compensated, so no less accurate than
+    the float64 BLAS sums of the numpy path."""
+    p = len(theta_y) - 1
+    # Fresh writable C arrays: numba compiles one machine-code version per array type (layout, read-only).
+    vector = partial(np.array, dtype=np.float64, order="C")
+    sweep = partial(compiled.training_sums, shift=vector(row_map.x_shift), scale=vector(row_map.x_scale),
+                    y_shift=float(row_map.y_shift), y_scale=float(row_map.y_scale), theta=vector(theta_y[:p]),
+                    intercept=bool(part.intercept), Kt=vector((K if K is not None else np.zeros((p, p))).T),
+                    rounding=K is not None)
+    loss, grad, rounding = 0.0, np.zeros(p), np.zeros((2, p))
+    for features, y in part.blocks():
+        if not len(y):
+            continue
+        half = len(y) // 2
+        first = compiled.helper_thread().submit(sweep, features[:half], y[:half])
+        for sums in (first.result(), sweep(features[half:], y[half:])):
+            loss, grad, rounding = loss + sums[0], grad + sums[1], rounding + sums[2]
+    return (loss, grad) if K is None else (loss, grad, rounding)
+
+
 def rounding_sums(Ay: np.ndarray, theta_y: np.ndarray, K: np.ndarray) -> np.ndarray:
     """(2, p) for rows Ay = [A y] (m, p + 1) in float64: sum_i (K a_i)^2 e_i^2 and sum_i a_i^2 r_i^2,
     with r_i = a_i theta - y_i and e_i = |a_i| |theta| + |y_i|, the scale of r_i's rounding. They
@@ -121,7 +156,9 @@ def rounding_sums(Ay: np.ndarray, theta_y: np.ndarray, K: np.ndarray) -> np.ndar
 
 
 def part_rounding(row_map: RowMap, theta_y: np.ndarray, K: np.ndarray, part: Design) -> np.ndarray:
-    """A part's rounding_sums, block by block."""
+    """A part's rounding_sums, block by block (by the kernel that full(K) would use)."""
+    if _compiled_rows(row_map, part):
+        return _compiled_loss_gradient(row_map, theta_y, part, K)[2]
     total = np.zeros((2, len(theta_y) - 1))
     for features, y in part.blocks():
         if len(y):
