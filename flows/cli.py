@@ -16,6 +16,7 @@ from flows.backend import BackendUnavailable
 from flows.options import LOCAL_CLUSTER, ArtifactsDir, Dask, config_from, preflight, run_options
 from tasks.errors import AlertRaised, UserInputError
 from tasks.publish.schema import LATEST
+from tasks.storage import location
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   rich_markup_mode=None, help="Exact least squares against torch gradient descent.")
@@ -60,44 +61,52 @@ def run(options: dict, dask: Dask = None) -> None:
     with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_UI_URL: ""} if url else {}):
         path = flow(config=config, prepared=prepared.to_json())
     from flows.commands.show import run_summary
+    from tasks.publish.remote import local_versions
 
     sys.stderr.flush()
-    print(run_summary(Path(path)), file=sys.stderr, flush=True)
+    with local_versions(config.artifacts_dir, (path,), only_named=True) as (_, (version,), shown):
+        print(shown(run_summary(Path(version))), file=sys.stderr, flush=True)
     print(path, flush=True)
 
 
 @app.command()
-def versions(artifacts_dir: ArtifactsDir = Path("artifacts")) -> None:
+def versions(artifacts_dir: ArtifactsDir = "artifacts") -> None:
     """List the versions, newest first, with key figures."""
     from flows.commands.listing import print_versions
+    from tasks.publish.remote import local_versions
 
-    print_versions(artifacts_dir)
+    with local_versions(location(artifacts_dir)) as (folder, _, shown):
+        print_versions(folder, shown)
 
 
 @app.command()
 def show(
     version: Annotated[str, typer.Argument(help="A version name, a path to one, or 'latest'.")] = LATEST,
-    artifacts_dir: ArtifactsDir = Path("artifacts"),
+    artifacts_dir: ArtifactsDir = "artifacts",
 ) -> None:
     """Print a plain-text summary of one version (default: latest)."""
     from flows.commands.show import summary_text
     from tasks.publish.reader import resolve_version
+    from tasks.publish.remote import local_versions
 
-    print(summary_text(resolve_version(artifacts_dir, version)))
+    with local_versions(location(artifacts_dir), (version,)) as (folder, (version,), shown):
+        print(shown(summary_text(resolve_version(folder, version))))
 
 
 @app.command()
 def diff(
     a: Annotated[str, typer.Argument(help="A version name, a path to one, or 'latest'.")],
     b: Annotated[str, typer.Argument(help="A version name, a path to one, or 'latest'.")],
-    artifacts_dir: ArtifactsDir = Path("artifacts"),
+    artifacts_dir: ArtifactsDir = "artifacts",
     force: Annotated[bool, typer.Option("--force", help="Compare even when the models differ.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the comparison as JSON.")] = False,
 ) -> None:
     """Two versions side by side: coefficients, their changes, data, parameters, R² and verdict."""
     from flows.commands.diff import diff_report
+    from tasks.publish.remote import local_versions
 
-    print(diff_report(artifacts_dir, a, b, force=force, as_json=as_json))
+    with local_versions(location(artifacts_dir), (a, b)) as (folder, (a, b), shown):
+        print(shown(diff_report(folder, a, b, force=force, as_json=as_json)))
 
 
 @app.command()
@@ -111,15 +120,17 @@ def predict(
         help="exact or sgd: which model fills the column `prediction` (both are always written).")] = "exact",
     alpha: Annotated[Optional[float], typer.Option(
         help="Intervals at level 1 - alpha (default: the version's alpha).")] = None,
-    artifacts_dir: ArtifactsDir = Path("artifacts"),
+    artifacts_dir: ArtifactsDir = "artifacts",
 ) -> None:
     """Predict from a stored version (never refits); the last line on stdout is the output file."""
     from flows.commands.predict import predict_command
+    from tasks.publish.remote import local_versions
 
     if len(args) > 2:
         raise UserInputError(f"predict takes [VERSION] DATA, got {len(args)} arguments: {' '.join(args)}")
     version, data = (LATEST, args[0]) if len(args) == 1 else (args[0], args[1])
-    path = predict_command(artifacts_dir, version, Path(data), out=out, model=model, alpha=alpha)
+    with local_versions(location(artifacts_dir), (version,), documents_only=False) as (folder, (version,), _):
+        path = predict_command(folder, version, data, out=out, model=model, alpha=alpha)
     sys.stderr.flush()
     print(path, flush=True)
 

@@ -17,9 +17,11 @@ from typing import Annotated, Optional, get_type_hints
 import typer
 
 from tasks.errors import UserInputError
+from tasks.storage import is_url, location
 
 # The options shared by `run` and `serve`, as typer annotations.
-Data = Annotated[Path, typer.Argument(help="A .csv file, a .parquet file or a folder of .parquet files.")]
+Data = Annotated[str, typer.Argument(help="A .csv file, a .parquet file or a folder of .parquet files, local or a URL "
+                                           "(s3://BUCKET/KEY, gs://, az://, file://; a prefix of .parquet files).")]
 Target = Annotated[Optional[str], typer.Option(help="Target column (default: y).")]
 Features = Annotated[Optional[str], typer.Option(help="Comma-separated feature columns (default: every other numeric column).")]
 Degree = Annotated[Optional[int], typer.Option(help="Polynomial degree in the single feature (default: 1).")]
@@ -51,9 +53,11 @@ Dtype = Annotated[str, typer.Option(help="float32 or float64.")]
 TrainTimeout = Annotated[float, typer.Option(
     help="Time limit of training in seconds; it then stops (stop reason 'timeout') and keeps what it reached (0: none).")]
 Rtol = Annotated[Optional[float], typer.Option(help="Relative tolerance of the converged verdict (default 1e-6, float32: 1e-4).")]
-ArtifactsDir = Annotated[Path, typer.Option(help="Where version folders are (default: $LINREG_ARTIFACTS_DIR, "
-                                                  "else artifacts/).", envvar="LINREG_ARTIFACTS_DIR")]
-DataDir = Annotated[Path, typer.Option(help="Where validated/<sha256>.parquet is stored.")]
+ArtifactsDir = Annotated[str, typer.Option(help="Where version folders are, a folder or a URL (s3://BUCKET/PREFIX, "
+                                                 "gs://, az://, file://; default: $LINREG_ARTIFACTS_DIR, else artifacts/).",
+                                            envvar="LINREG_ARTIFACTS_DIR")]
+DataDir = Annotated[str, typer.Option(help="Where validated/<sha256>.parquet is stored: a folder or a URL "
+                                            "(s3://BUCKET/PREFIX, gs://, az://, file://).")]
 Alpha = Annotated[float, typer.Option(help="Confidence intervals at level 1 - alpha.")]
 Precondition = Annotated[bool, typer.Option(
     "--precondition", help="Train on the orthonormal basis of the design and map the weights back exactly.")]
@@ -72,14 +76,14 @@ LOCAL_CLUSTER = "local"
 
 # name, typer annotation, default: the shared options in the order `--help` lists them.
 RUN_OPTIONS = (
-    ("data", Data, Path("data/seed.csv")), ("formula", Formula, None), ("target", Target, None),
+    ("data", Data, "data/seed.csv"), ("formula", Formula, None), ("target", Target, None),
     ("features", Features, None), ("degree", Degree, None), ("no_intercept", NoIntercept, False),
     ("missing", Missing, "error"), ("max_levels", MaxLevels, 1000), ("weights", Weights, None),
     ("cov", Cov, "nonrobust"), ("optimizer", OptimizerOpt, "sgd"),
     ("lr", Lr, "auto"), ("epochs", Epochs, 10_000), ("batch_size", BatchSize, None), ("tol", Tol, 1e-15),
     ("standardize", Standardize, True), ("seed", Seed, 0), ("device", Device, "auto"),
-    ("dtype", Dtype, "float64"), ("rtol", Rtol, None), ("artifacts_dir", ArtifactsDir, Path("artifacts")),
-    ("data_dir", DataDir, Path("data")), ("train_timeout", TrainTimeout, 3600.0),
+    ("dtype", Dtype, "float64"), ("rtol", Rtol, None), ("artifacts_dir", ArtifactsDir, "artifacts"),
+    ("data_dir", DataDir, "data"), ("train_timeout", TrainTimeout, 3600.0),
     ("precondition", Precondition, False), ("alpha", Alpha, 0.05), ("max_drift", MaxDrift, None),
     ("fail_on_drift", FailOnDrift, False), ("decimal", Decimal, "."),
 )
@@ -117,8 +121,11 @@ def _check_writable_folder(option: str, folder: Path) -> None:
         raise UserInputError(f"option {option}: {folder} {what}")
 
 
-def _prepare_output_folder(option: str, folder: Path) -> None:
-    """Create the folder and prove it writable (after the input passed every check)."""
+def _prepare_output_folder(option: str, folder: str | Path) -> None:
+    """Create the folder and prove it writable (after the input passed every check); a URL's store
+    was checked with the options and has no folders to create."""
+    if is_url(folder):
+        return
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=folder):
@@ -127,10 +134,10 @@ def _prepare_output_folder(option: str, folder: Path) -> None:
         raise UserInputError(f"option {option}: cannot write to {folder} ({exc.strerror})") from None
 
 
-def _config(data: Path, target: str | None, features: str | None, degree: int | None, no_intercept: bool,
+def _config(data: str | Path, target: str | None, features: str | None, degree: int | None, no_intercept: bool,
             optimizer: str, lr: str, epochs: int, batch_size: int | None, tol: float,
             standardize: bool, seed: int, device: str, dtype: str, rtol: float | None,
-            artifacts_dir: Path, data_dir: Path, train_timeout: float = 3600.0,
+            artifacts_dir: str | Path, data_dir: str | Path, train_timeout: float = 3600.0,
             precondition: bool = False, alpha: float = 0.05, max_drift: float | None = None,
             fail_on_drift: bool = False, decimal: str = ".", formula: str | None = None, missing: str = "error",
             max_levels: int = 1000, cov: str = "nonrobust", weights: str | None = None):
@@ -164,8 +171,14 @@ def _config(data: Path, target: str | None, features: str | None, degree: int | 
         names = tuple(f.strip() for f in features.split(",") if f.strip())
         if not names:
             raise UserInputError(f"option --features: no column names in {features!r}")
+    artifacts_dir, data_dir = location(artifacts_dir), location(data_dir)
     for option, folder in (("--artifacts-dir", artifacts_dir), ("--data-dir", data_dir)):
-        _check_writable_folder(option, folder)
+        if is_url(folder):  # the bucket exists and these credentials may list it; nothing written
+            from tasks.publish.remote import check_writable
+
+            check_writable(option, folder)
+        else:
+            _check_writable_folder(option, folder)
     return build_config(
         data=data, target="y" if target is None else target, features=names, degree=1 if degree is None else degree,
         intercept=intercept, formula=formula,

@@ -5,7 +5,6 @@
 # RunConfig class, also when a deployment loads this file by path.
 import time
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Optional
 
 from prefect import flow, get_run_logger
@@ -25,6 +24,7 @@ from tasks.publish.documents import build_documents_task, manifest_doc
 from tasks.publish.reader import jsonable
 from tasks.publish.schema import DataRecord
 from tasks.publish.writer import publish_summary_task, write_artifacts_task
+from tasks.storage import name_of
 from tasks.training.train import train_sgd_task
 from tasks.wording import counted
 
@@ -91,11 +91,11 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
     # Drift is measured while the version is named, against the newest version at that moment.
     version = write_artifacts_task(str(config.artifacts_dir), data.sha256, documents | images, manifest)
     crash_point("published")
-    alerts = find_alerts(version.coefficients, comparison, config.max_drift, Path(version.path).name)
+    alerts = find_alerts(version.coefficients, comparison, config.max_drift, name_of(version.path))
     if alerts:
         emit_alerts_task(alerts, version.path)
     messages = tuple(a.message for a in alerts)
-    publish_summary_task(version.coefficients, comparison, version.path, images, messages)
+    publish_summary_task(version.coefficients, comparison, version.path, images, messages, version.files)
     if alerts and config.fail_on_drift:
         # A Failed state, not a raise: the run fails with this message and no traceback in its logs.
         message = "; ".join(messages)

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from tasks.errors import UserInputError
+from tasks.storage import location
 
 Optimizer = Literal["sgd", "momentum", "adam", "lbfgs"]
 
@@ -84,14 +85,17 @@ class RunConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    data: Path = Path("data/seed.csv")
+    # A local path, or a URL of an object store or other filesystem (tasks/storage.py).
+    # str first: a URL string stays a string in Python and in JSON (a deployment's parameters); the
+    # validator below then makes every local location a Path.
+    data: str | Path = Field(Path("data/seed.csv"), union_mode="left_to_right")
     # The decimal mark of a CSV's numbers (pandas' decimal=): "," reads 130,7 as 130.7 (with ; between
     # the values, as spreadsheets in many locales write them).
     decimal: Literal[".", ","] = "."
     model: ModelSpec = ModelSpec()
     train: TrainConfig = TrainConfig()
-    artifacts_dir: Path = Path("artifacts")
-    data_dir: Path = Path("data")
+    artifacts_dir: str | Path = Field(Path("artifacts"), union_mode="left_to_right")  # a folder or a URL
+    data_dir: str | Path = Field(Path("data"), union_mode="left_to_right")  # a folder or a URL
     # The comparison calls SGD converged when every parameter is within this relative error of
     # the exact one. None: 1e-6 for float64, 1e-4 for float32 (about 1000 ulp of float32).
     rtol: float | None = Field(None, gt=0, lt=1)
@@ -104,6 +108,16 @@ class RunConfig(BaseModel):
     fail_on_drift: bool = False
     # The covariance behind every standard error, t, p, interval and F: statsmodels' cov_type.
     cov: str = "nonrobust"
+
+    @field_validator("data", "artifacts_dir", "data_dir", mode="after")
+    @classmethod
+    def _location(cls, value: str | Path) -> str | Path:
+        """A URL stays a string (s3://..., gs://...); a path or file:///path is a Path (after the
+        union's own validation, in Python and in JSON alike)."""
+        try:
+            return location(value)
+        except UserInputError as exc:
+            raise ValueError(str(exc)) from None
 
     @field_validator("cov")
     @classmethod
@@ -150,6 +164,7 @@ _OPTION_NAMES = {
     "batch_size": "--batch-size",
     "artifacts_dir": "--artifacts-dir",
     "data_dir": "--data-dir",
+    "data": "DATA",
     "timeout": "--train-timeout",
     "max_drift": "--max-drift",
 }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -24,16 +25,17 @@ def _drift(drift: Drift | None) -> str:
     return f"{_num(drift.max_rel_change)} since {drift.since}"
 
 
-def print_versions(artifacts_dir: Path) -> None:
-    """Print one row per version: when, data, model, exact and SGD parameters, verdict."""
+def print_versions(artifacts_dir: Path, shown: Callable[[str], str] = str) -> None:
+    """Print one row per version: when, data, model, exact and SGD parameters, verdict. shown: how
+    the folder is named (its URL, when it mirrors an object store: tasks/publish/remote.py)."""
     if artifacts_dir.exists() and not artifacts_dir.is_dir():
         raise UserInputError(f"option --artifacts-dir: {artifacts_dir} is not a folder")
     found = list_versions(artifacts_dir)
     if not found:
-        print(f"no versions in {artifacts_dir.resolve()} (--artifacts-dir, or {ARTIFACTS_ENV}, names "
-              "another folder)", file=sys.stderr)
+        print(shown(f"no versions in {artifacts_dir.resolve()} (--artifacts-dir, or {ARTIFACTS_ENV}, names "
+                    "another folder)"), file=sys.stderr)
         return
-    table = Table(title=f"versions in {artifacts_dir}", title_justify="left")
+    table = Table(title=shown(f"versions in {artifacts_dir}"), title_justify="left")
     for column in ("version", "rows", "model", "exact params", "sgd params", "max rel diff",
                    "epochs", "converged", "drift"):
         # A version name is never wrapped or shortened: it is what the other verbs take.

@@ -24,6 +24,7 @@ from tasks.ingest.load import RawBlock, open_input
 from tasks.kernels.table import BLOCK_ROWS
 from tasks.publish.reader import hash_problem, resolve_version
 from tasks.publish.schema import DESIGN, SGD_MODEL, Coefficients, DesignRecord, SchemaError
+from tasks.storage import Location, is_url, location, name_of
 from tasks.tempfiles import remove_stale, temp_name
 from tasks.training.model_file import load_sgd_model
 from tasks.wording import counted
@@ -32,9 +33,10 @@ OUTPUT_KINDS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv"}
 OUT_TEMP = (".predict-", ".tmp")  # the output being written, in the output's folder
 
 
-def _output(data: Path, out: Path | None) -> tuple[Path, str]:
+def _output(data: Location, out: Path | None) -> tuple[Path, str]:
     """The absolute output path (default: DATA's name + .predictions.parquet, here) and its kind."""
-    out = Path(f"{data.resolve().stem}.predictions.parquet") if out is None else out  # resolve: DATA may be "."
+    stem = Path(name_of(data)).stem if is_url(data) else data.resolve().stem  # resolve: DATA may be "."
+    out = Path(f"{stem}.predictions.parquet") if out is None else out
     kind = OUTPUT_KINDS.get(out.suffix.lower())
     if kind is None:
         raise UserInputError(f"option --out: {out} has extension {out.suffix or '(none)'!r}; use .parquet, .pq or .csv")
@@ -43,7 +45,7 @@ def _output(data: Path, out: Path | None) -> tuple[Path, str]:
     out = out.parent.resolve() / out.name  # the file itself is replaced, even when it is a link
     if out.is_dir():
         raise UserInputError(f"option --out: {out} is a folder")
-    if out.exists() and data.exists() and os.path.samefile(out, data):
+    if out.exists() and not is_url(data) and data.exists() and os.path.samefile(out, data):
         raise UserInputError(f"option --out: {out} is the input file")
     return out, kind
 
@@ -143,7 +145,7 @@ class _Carried:
         return arrays
 
 
-def predict_command(artifacts_dir: Path, version: str, data: Path, *, out: Path | None, model: str,
+def predict_command(artifacts_dir: Path, version: str, data: Location, *, out: Path | None, model: str,
                     alpha: float | None) -> Path:
     """Write the predictions of VERSION for DATA, every input column kept and the prediction's own
     columns added; return the output file's absolute path."""
@@ -151,7 +153,7 @@ def predict_command(artifacts_dir: Path, version: str, data: Path, *, out: Path 
         raise UserInputError(f"option --model: expected exact or sgd, got {model!r}")
     if alpha is not None and not 0 < alpha < 1:
         raise UserInputError(f"option --alpha: must lie strictly between 0 and 1, got {alpha!r}")
-    data = Path(data)
+    data = location(data)
     out_path, kind = _output(data, out)
     path = resolve_version(artifacts_dir, version)
     stored, coefficients = load_model(path)

@@ -1,5 +1,5 @@
-"""Load step: open DATA (a CSV file, a Parquet file or a folder of Parquet files) and stream its rows
-in blocks; no step ever holds the whole file in memory."""
+"""Load step: open DATA (a CSV file, a Parquet file or a folder of Parquet files, local or at a URL:
+tasks/storage.py) and stream its rows in blocks; no step ever holds the whole file in memory."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.errors import UserInputError
+from tasks.storage import Location, filesystem, is_url, location, open_binary, readable, shown, storage_error
 
 # Encodings tried in order for a CSV without a byte-order mark; cp1252 accepts almost any bytes.
 _FALLBACK_ENCODINGS = ("utf-8", "cp1252")
@@ -70,15 +71,19 @@ class CsvInput:
     kind = "csv"
     metadata: dict[bytes, bytes] = {}  # a CSV has no footer
 
-    def __init__(self, path: Path, decimal: str = ".") -> None:
+    def __init__(self, path: Location, decimal: str = ".") -> None:
         self.decimal = decimal
         try:
-            with open(path, "rb") as handle:
+            with open_binary(path) as handle:
                 raw = handle.read(_SNIFF_BYTES + 1)
+        except UserInputError:
+            raise
         except OSError as exc:
+            if is_url(path):
+                raise storage_error(path, exc) from None
             raise UserInputError(f"{path}: cannot read file ({exc.strerror})") from None
         whole = len(raw) <= _SNIFF_BYTES
-        self.path, self.source = path, str(path.resolve())
+        self.path, self.source = path, shown(path) if is_url(path) else str(Path(path).resolve())
         self.encoding = _detect_encoding(raw[:_SNIFF_BYTES], whole)
         sample = raw[:_SNIFF_BYTES].decode(self.encoding, errors="ignore")  # a cut character at the end
         if not sample.strip() and whole:
@@ -94,17 +99,23 @@ class CsvInput:
 
     def _frames(self, block_rows: int) -> Iterator[pd.DataFrame]:
         try:
-            with pd.read_csv(self.path, sep=self.delimiter, skipinitialspace=True, encoding=self.encoding,
-                             decimal=self.decimal, chunksize=block_rows) as reader:
+            # A local file by its path (pandas opens it), a URL's object as a file
+            with readable(self.path) as handle, \
+                    pd.read_csv(handle, sep=self.delimiter, skipinitialspace=True, encoding=self.encoding,
+                                decimal=self.decimal, chunksize=block_rows) as reader:
                 yield from reader
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-            raise UserInputError(f"{self.path}: not a readable CSV file ({_first_line(exc)})") from None
+            raise UserInputError(f"{self.source}: not a readable CSV file ({_first_line(exc)})") from None
+        except OSError as exc:
+            if is_url(self.path):
+                raise storage_error(self.path, exc) from None
+            raise
 
     def _chunks(self, block_rows: int) -> Iterator[pd.DataFrame]:
         """The data rows in frames of block_rows, columns named by the (stripped) header."""
         for frame in self._frames(block_rows):
             if frame.shape[1] != len(self.header):
-                raise UserInputError(f"{self.path}: not a readable CSV file (the header names "
+                raise UserInputError(f"{self.source}: not a readable CSV file (the header names "
                                      f"{len(self.header)} columns, the rows hold {frame.shape[1]})")
             frame.columns = list(self.header)
             yield frame
@@ -128,9 +139,11 @@ class CsvInput:
 class ParquetInput:
     """One Parquet file, or the *.parquet files of a folder read one after another in name order."""
 
-    def __init__(self, path: Path, files: list[Path]) -> None:
-        self.path, self.source, self.files = path, str(path.resolve()), files
-        self.kind = "parquet-folder" if path.is_dir() else "parquet"
+    def __init__(self, path: Location, files: list[Location], folder: bool | None = None) -> None:
+        self.path, self.files = path, files
+        self.source = shown(path) if is_url(path) else str(Path(path).resolve())
+        folder = Path(path).is_dir() if folder is None else folder
+        self.kind = "parquet-folder" if folder else "parquet"
         metas = [self._metadata(f) for f in files]
         first = metas[0].schema.to_arrow_schema().remove_metadata()
         for file, meta in zip(files[1:], metas[1:]):
@@ -145,21 +158,26 @@ class ParquetInput:
         self.metadata: dict[bytes, bytes] = dict(metas[0].metadata or {}) if self.kind == "parquet" else {}
 
     @staticmethod
-    def _metadata(file: Path) -> pq.FileMetaData:
+    def _metadata(file: Location) -> pq.FileMetaData:
         try:
-            return pq.read_metadata(file)
+            with readable(file) as handle:
+                return pq.read_metadata(handle)
         except (OSError, pa.ArrowException) as exc:
-            raise UserInputError(f"{file}: not a readable Parquet file ({exc})") from None
+            if is_url(file) and not isinstance(exc, pa.ArrowException):
+                raise storage_error(file, exc) from None
+            raise UserInputError(f"{shown(file)}: not a readable Parquet file ({_first_line(exc)})") from None
 
-    def _batches(self, names: list[str] | None, block_rows: int) -> Iterator[tuple[Path, pa.RecordBatch]]:
+    def _batches(self, names: list[str] | None, block_rows: int) -> Iterator[tuple[Location, pa.RecordBatch]]:
         for file in self.files:
             try:
                 # pre_buffer=False: pyarrow would otherwise load whole row groups ahead of the batches.
-                with pq.ParquetFile(file, pre_buffer=False, memory_map=False) as handle:
+                with readable(file) as raw, pq.ParquetFile(raw, pre_buffer=False, memory_map=False) as handle:
                     for batch in handle.iter_batches(batch_size=block_rows, columns=names):
                         yield file, batch
             except (OSError, pa.ArrowException) as exc:
-                raise UserInputError(f"{file}: not a readable Parquet file ({exc})") from None
+                if is_url(file) and not isinstance(exc, pa.ArrowException):
+                    raise storage_error(file, exc) from None
+                raise UserInputError(f"{shown(file)}: not a readable Parquet file ({_first_line(exc)})") from None
 
     def sample(self, block_rows: int) -> pd.DataFrame:
         """The first non-empty batch of every column (an empty frame of the schema's types when none)."""
@@ -178,7 +196,8 @@ class ParquetInput:
     def where(self, row: int) -> tuple[str, str]:
         """(file, 'row 3'), the row counted from 1 within the file that holds it."""
         k = bisect.bisect_right(self.starts, row) - 1
-        file = self.source if self.kind == "parquet" else str(self.files[k].resolve())
+        file = self.files[k]
+        file = self.source if self.kind == "parquet" else shown(file) if is_url(file) else str(Path(file).resolve())
         return file, f"row {row - self.starts[k] + 1}"
 
 
@@ -189,20 +208,45 @@ def _describe(schema: pa.Schema) -> str:
 Input = CsvInput | ParquetInput
 
 
-def open_input(path: Path | str, decimal: str = ".") -> Input:
-    """Open DATA: a .csv file, a .parquet file or a folder of .parquet files (headers only, no rows
-    yet); decimal: a CSV's decimal mark."""
-    path = Path(path)
+def _kind(path: Location, name: str, decimal: str) -> Input:
+    suffix = Path(name).suffix.lower()
+    if suffix == ".csv":
+        return CsvInput(path, decimal)
+    if suffix in (".parquet", ".pq"):
+        return ParquetInput(path, [path], folder=False)
+    raise UserInputError(f"{shown(path)}: unsupported file type {suffix or '(none)'!r}; use .csv or .parquet")
+
+
+def _open_url(url: str, decimal: str) -> Input:
+    """DATA at a URL: an object, or a prefix (a folder) whose .parquet objects are one table."""
+    fs, path = filesystem(url)
+    try:
+        info = fs.info(path)
+        if info.get("type") != "directory":
+            return _kind(url, path, decimal)
+        entries = fs.ls(path, detail=True)
+    except UserInputError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - each store raises its own kinds: one line for any of them
+        raise storage_error(url, exc) from None
+    files = sorted(fs.unstrip_protocol(e["name"]) for e in entries
+                   if e.get("type") == "file" and e["name"].lower().endswith(".parquet"))
+    if not files:
+        raise UserInputError(f"{shown(url)}: the folder holds no .parquet files")
+    return ParquetInput(url, files, folder=True)
+
+
+def open_input(path: Location, decimal: str = ".") -> Input:
+    """Open DATA: a .csv file, a .parquet file or a folder of .parquet files, local or at a URL
+    (headers only, no rows yet); decimal: a CSV's decimal mark."""
+    path = location(path)
+    if is_url(path):
+        return _open_url(path, decimal)
     if not path.exists():
         raise UserInputError(f"{path}: no such file or folder")
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.suffix == ".parquet" and p.is_file())
         if not files:
             raise UserInputError(f"{path}: the folder holds no .parquet files")
-        return ParquetInput(path, files)
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        return CsvInput(path, decimal)
-    if suffix in (".parquet", ".pq"):
-        return ParquetInput(path, [path])
-    raise UserInputError(f"{path}: unsupported file type {suffix or '(none)'!r}; use .csv or .parquet")
+        return ParquetInput(path, files, folder=True)
+    return _kind(path, path.name, decimal)

@@ -34,6 +34,7 @@ from tasks.kernels.gram import GramSums
 from tasks.kernels.table import BLOCK_ROWS, ColumnStats, ParquetTable, read_rows
 from tasks.kernels.tsqr import Geometry
 from tasks.kernels.weights import Weighting, weigh, whiten
+from tasks.storage import Location, is_url, location
 
 STAGES = ("load", "validate", "store")
 
@@ -138,7 +139,7 @@ class _Clock:
             self.seconds[stage] += time.perf_counter() - start
 
 
-def prepare_data(spec: ModelSpec, data: Path, data_dir: Path, block_rows: int = BLOCK_ROWS,
+def prepare_data(spec: ModelSpec, data: Location, data_dir: Location, block_rows: int = BLOCK_ROWS,
                  decimal: str = ".", extra: Mapping[str, str] | None = None) -> Prepared:
     """Read, validate and store DATA for the model in one pass; raise UserInputError on bad input.
     decimal: a CSV's decimal mark; extra: columns the run needs beside the model's (the clusters of
@@ -156,10 +157,11 @@ def prepare_data(spec: ModelSpec, data: Path, data_dir: Path, block_rows: int = 
         carried = carried_columns(source, columns, extra, block_rows, strings, spec.weights)
     kinds = _Kinds(strings, categorical, tuple(carried), tuple(name for name, text in carried.items() if text))
     # The input may be this data folder's stored copy itself: then hash it, but do not copy it.
-    claimed = stored_copy(source.metadata, columns + kinds.extra, Path(data_dir))
-    prepared = _pass(spec, source, columns, Path(data_dir), block_rows, clock, claimed, kinds)
+    data_dir = location(data_dir)
+    claimed = stored_copy(source.metadata, columns + kinds.extra, data_dir)
+    prepared = _pass(spec, source, columns, data_dir, block_rows, clock, claimed, kinds)
     if prepared is None:  # its rows do not hash to the name it claims: store it like any input
-        prepared = _pass(spec, source, columns, Path(data_dir), block_rows, clock, None, kinds)
+        prepared = _pass(spec, source, columns, data_dir, block_rows, clock, None, kinds)
     if prepared.dropped:
         note += "; " + dropped_note(prepared.dropped, prepared.rows)
     return dataclasses.replace(prepared, selection=note)
@@ -248,7 +250,8 @@ def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Pa
                                  partial(find_first, fitted.table), source.where)
             geometry = check_design(design, source.source, distinct.count, fitted, gram)
         with clock("store"):
-            path = staged.publish(sha) if staged is not None else str(Path(table.path).resolve())
+            path = staged.publish(sha) if staged is not None else \
+                table.path if is_url(table.path) else str(Path(table.path).resolve())
     return Prepared(source.source, path, sha, stats.count, columns, stats, geometry, clock.seconds, block_rows,
                     intercept=design.intercept, formula=model, term_stats=design.term_stats, dropped=dropped,
                     extra=kinds.extra, weighting=weighting)
@@ -291,4 +294,4 @@ def _no_write() -> Iterator[None]:
 def prepare_data_task(spec: ModelSpec, data: str, data_dir: str, decimal: str = ".",
                       extra: Mapping[str, str] | None = None) -> Prepared:
     """Load, validate and store the input in one streamed pass."""
-    return prepare_data(spec, Path(data), Path(data_dir), decimal=decimal, extra=extra)
+    return prepare_data(spec, location(data), location(data_dir), decimal=decimal, extra=extra)

@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import re
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.faults import crash_point
+from tasks.storage import Location, exists, is_url, join, shown, upload
 from tasks.tempfiles import remove_stale, temp_name
 
 TEMP = (".tmp-", ".parquet")  # prefix and suffix of a temp file in validated/
@@ -61,11 +63,12 @@ class ContentHash:
         return hashlib.sha256(b"".join(parts)).hexdigest()
 
 
-def stored_file(data_dir: Path, sha: str) -> Path:
-    return Path(data_dir) / "validated" / f"{sha}.parquet"
+def stored_file(data_dir: Location, sha: str) -> Location:
+    """validated/<sha>.parquet in the data folder (a Path), or under its URL (a str)."""
+    return join(data_dir if is_url(data_dir) else Path(data_dir), "validated", f"{sha}.parquet")
 
 
-def stored_copy(metadata: dict[bytes, bytes], columns: tuple[str, ...], data_dir: Path) -> str | None:
+def stored_copy(metadata: dict[bytes, bytes], columns: tuple[str, ...], data_dir: Location) -> str | None:
     """The sha256 a Parquet input's footer names when it is a stored copy of exactly these columns
     and validated/<sha256>.parquet exists in data_dir; None otherwise. A claim to be confirmed by
     hashing the rows."""
@@ -76,7 +79,8 @@ def stored_copy(metadata: dict[bytes, bytes], columns: tuple[str, ...], data_dir
         return None
     if named != list(columns) or not re.fullmatch("[0-9a-f]{64}", sha):
         return None
-    return sha if stored_file(data_dir, sha).is_file() else None
+    target = stored_file(data_dir, sha)
+    return sha if (exists(target) if is_url(target) else target.is_file()) else None
 
 
 def _nearest_folder(folder: Path) -> Path:
@@ -91,11 +95,15 @@ class StagedParquet:
     in, row groups of block_rows out.
 
     path: where it can be read before publish() names it. Use as a context manager: leaving it
-    without publish() discards the file (and any folder it made).
+    without publish() discards the file (and any folder it made). A data folder at a URL (an object
+    store) is written in a local temporary folder, and publish() uploads the file to
+    URL/validated/<sha256>.parquet (one object: it appears whole or not at all), unless it is there.
     """
 
-    def __init__(self, data_dir: Path, columns: tuple[str, ...], block_rows: int, text: tuple[int, ...] = ()) -> None:
-        self.folder = Path(data_dir).absolute() / "validated"
+    def __init__(self, data_dir: Location, columns: tuple[str, ...], block_rows: int, text: tuple[int, ...] = ()) -> None:
+        self.url = data_dir if is_url(data_dir) else None
+        staging = Path(tempfile.gettempdir()) / "linreg-staged" if self.url else Path(data_dir)
+        self.folder = staging.absolute() / "validated"
         self.block_rows, self.columns = block_rows, columns
         self._pending: list[list[np.ndarray]] = []
         self._pending_rows, self._created, self._named = 0, list[Path](), None
@@ -149,7 +157,13 @@ class StagedParquet:
         os.fsync(self._fd)
 
     def publish(self, sha: str) -> str:
-        """Name the finished file validated/<sha>.parquet (unless that exists); return its absolute path."""
+        """Name the finished file validated/<sha>.parquet (unless that exists); return its absolute path
+        (its URL, for a data folder on an object store)."""
+        if self.url is not None:
+            target = stored_file(self.url, sha)
+            if not exists(target):
+                upload(self.path, target)
+            return shown(target)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._created, self._anchor = [], None
         target = stored_file(self.folder.parent, sha)

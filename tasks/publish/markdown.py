@@ -14,6 +14,7 @@ from urllib.parse import quote
 if TYPE_CHECKING:  # only for annotations: the summary's readers (linreg show) need no torch
     from tasks.evaluate.compare import Comparison
 from tasks.publish.schema import Coefficients, Drift
+from tasks.storage import is_url
 from tasks.wording import counted
 
 _ENTITIES = {"&": "&amp;", "<": "&lt;", ">": "&gt;"}
@@ -45,6 +46,8 @@ def file_link(folder: str, name: str) -> str:
     syntax) is the text as it is; any other name is escaped.
     """
     text = name if _PLAIN_NAME.fullmatch(name) else escape_markdown(name)
+    if is_url(folder):  # a version on an object store: its object's URL
+        return f"[{text}]({folder}/{quote(name)})"
     return f"[{text}](file://{quote(f'{folder}/{name}')})"
 
 

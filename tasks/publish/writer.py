@@ -19,6 +19,7 @@ from tasks.publish.drift import drift
 from tasks.publish.markdown import summary_markdown, table_rows
 from tasks.publish.reader import list_versions, nulled, read_version
 from tasks.publish.schema import COEFFICIENTS, LATEST, MANIFEST, Coefficients, Manifest
+from tasks.storage import is_url, name_of
 from tasks.tempfiles import exclusive_lock, remove_stale, temp_name
 
 SUMMARY_KEY = "linreg-summary"
@@ -123,10 +124,12 @@ def _as_bytes(value: bytes | dict) -> bytes:
 
 @dataclass(frozen=True)
 class WrittenVersion:
-    """A version folder as written: its absolute path and its coefficients.json (with drift)."""
+    """A version as written: its absolute path (or URL, on an object store), its coefficients.json
+    (with drift) and its files' names."""
 
     path: str
     coefficients: Coefficients
+    files: tuple[str, ...] = ()
 
 
 @task(name="write-artifacts", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
@@ -135,18 +138,22 @@ def write_artifacts_task(artifacts_dir: str, sha256: str, documents: dict[str, b
     """Write the version directory, with the drift since the newest version of the same model."""
     files = {name: _as_bytes(value) for name, value in documents.items() if name != COEFFICIENTS}
     coefficients = Coefficients.from_json(documents[COEFFICIENTS])
+    if is_url(artifacts_dir):  # an object store: no rename, the manifest is written last (publish/remote.py)
+        from tasks.publish.remote import write_version as write_remote
+
+        return WrittenVersion(*write_remote(artifacts_dir, sha256, files, coefficients, manifest))
     path, doc = write_version(Path(artifacts_dir), sha256, files, coefficients, manifest)
-    return WrittenVersion(str(path), doc)
+    return WrittenVersion(str(path), doc, tuple(sorted(p.name for p in path.iterdir())))
 
 
 @task(name="publish-summary", retries=2, retry_delay_seconds=2, retry_condition_fn=retry_unless_user_error)
 def publish_summary_task(doc: Coefficients, comparison, version_path: str, images: dict[str, bytes],
-                         alerts: tuple[str, ...] = ()) -> None:
+                         alerts: tuple[str, ...] = (), files: tuple[str, ...] = ()) -> None:
     """Show the run's summary (with its plots inline) and coefficient table in the Prefect UI.
 
     images: file name -> the PNG bytes written to the version folder (rendered once); alerts: the
-    messages of the run's alerts, the summary's first line.
+    messages of the run's alerts, the summary's first line; files: the version's files (default: listed).
     """
-    files = sorted(p.name for p in Path(version_path).iterdir())
+    files = list(files) if files else sorted(p.name for p in Path(version_path).iterdir())
     markdown = summary_markdown(doc, comparison, version_path, doc.drift, images, files, alerts)
-    publish_to_prefect(markdown, table_rows(doc, comparison, Path(version_path).name, doc.drift))
+    publish_to_prefect(markdown, table_rows(doc, comparison, name_of(version_path), doc.drift))
