@@ -71,6 +71,9 @@ Decimal = Annotated[str, typer.Option(help="The decimal mark of a CSV's numbers:
                                             "values, as pandas' decimal=).")]
 FailOnDrift = Annotated[bool, typer.Option(
     "--fail-on-drift", help="With --max-drift: an alert fails the flow run (the version is still written).")]
+Refresh = Annotated[bool, typer.Option(
+    "--refresh", help="Recompute the fits even when an earlier version has the same data hash, model and options "
+                      "(otherwise its fits are reused and the manifest names it in reused_from).")]
 # `--dask` alone: typer options cannot take an optional value, so main() writes it as `--dask local`.
 LOCAL_CLUSTER = "local"
 
@@ -85,7 +88,7 @@ RUN_OPTIONS = (
     ("dtype", Dtype, "float64"), ("rtol", Rtol, None), ("artifacts_dir", ArtifactsDir, "artifacts"),
     ("data_dir", DataDir, "data"), ("train_timeout", TrainTimeout, 3600.0),
     ("precondition", Precondition, False), ("alpha", Alpha, 0.05), ("max_drift", MaxDrift, None),
-    ("fail_on_drift", FailOnDrift, False), ("decimal", Decimal, "."),
+    ("fail_on_drift", FailOnDrift, False), ("decimal", Decimal, "."), ("refresh", Refresh, False),
 )
 
 
@@ -140,7 +143,7 @@ def _config(data: str | Path, target: str | None, features: str | None, degree: 
             artifacts_dir: str | Path, data_dir: str | Path, train_timeout: float = 3600.0,
             precondition: bool = False, alpha: float = 0.05, max_drift: float | None = None,
             fail_on_drift: bool = False, decimal: str = ".", formula: str | None = None, missing: str = "error",
-            max_levels: int = 1000, cov: str = "nonrobust", weights: str | None = None):
+            max_levels: int = 1000, cov: str = "nonrobust", weights: str | None = None, refresh: bool = False):
     """Options -> RunConfig, checked before anything runs (a bad option is exit 2, nothing written)."""
     from tasks.config import build_config
 
@@ -186,7 +189,7 @@ def _config(data: str | Path, target: str | None, features: str | None, degree: 
         optimizer=optimizer, lr=lr_value, epochs=epochs, batch_size=batch_size, tol=tol,
         standardize=standardize, seed=seed, device=device, dtype=dtype, rtol=rtol, precondition=precondition,
         artifacts_dir=artifacts_dir, data_dir=data_dir, alpha=alpha, max_drift=max_drift, fail_on_drift=fail_on_drift,
-        decimal=decimal,
+        decimal=decimal, refresh=refresh,
         timeout=None if train_timeout == 0 else train_timeout,
     )
 

@@ -22,6 +22,7 @@ from tasks.kernels.passes import LOCAL, Passes
 from tasks.publish.alerts import emit_alerts_task, find_alerts
 from tasks.publish.documents import build_documents_task, manifest_doc
 from tasks.publish.reader import jsonable
+from tasks.publish.reuse import fit_key, reusable_version
 from tasks.publish.schema import DataRecord
 from tasks.publish.writer import publish_summary_task, write_artifacts_task
 from tasks.storage import name_of
@@ -70,11 +71,22 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
     design, fitted = data.design(config.model), data.fitted(config.model)
     # On a Dask task runner every pass runs part by part on the cluster; elsewhere in one piece.
     passes = _passes()
+    # The fits of an earlier version with the same data, model and options are reused (--refresh: not).
+    key = fit_key(data.sha256, config)
+    earlier = None if config.refresh else reusable_version(config.artifacts_dir, key)
+    exact_task, sgd_task = (t.with_options(refresh_cache=earlier is None) for t in (fit_exact_task, train_sgd_task))
     # The exact fit and the training are independent: run them side by side.
-    exact_future = fit_exact_task.submit(fitted, data.geometry, passes, config.cov_type, config.cluster)
-    sgd_future = train_sgd_task.submit(fitted, config.train, data.geometry, config.converged_rtol, passes)
+    start = time.perf_counter()
+    exact_future = exact_task.submit(fitted, data.geometry, passes, config.cov_type, config.cluster, key=key)
+    sgd_future = sgd_task.submit(fitted, config.train, data.geometry, config.converged_rtol, passes, key=key)
     exact, sgd = exact_future.result(), sgd_future.result()
-    timings["exact"], timings["sgd"] = exact.seconds, sgd.seconds
+    reused = earlier if exact_future.state.name == sgd_future.state.name == "Cached" else None
+    if reused:
+        get_run_logger().info("reused the exact fit and the training of version %s (the same data, model and "
+                              "options; --refresh recomputes them)", reused)
+        timings["exact"] = timings["sgd"] = time.perf_counter() - start
+    else:
+        timings["exact"], timings["sgd"] = exact.seconds, sgd.seconds
     with _timed(timings, "compare"):  # and the plot's view, in the same pass where the rows are the same
         comparison, view = compare_fits_task(fitted, exact, sgd, config.converged_rtol, passes,
                                              with_view=data.weighting is None)
@@ -87,6 +99,8 @@ def regression_flow(config: RunConfig = RunConfig(), prepared: Optional[dict] = 
         data=DataRecord(data.source, data.sha256, data.rows, data.path),
         timings=timings,
         device=sgd.device,
+        fit_key=key,
+        reused_from=reused,
     )
     # Drift is measured while the version is named, against the newest version at that moment.
     version = write_artifacts_task(str(config.artifacts_dir), data.sha256, documents | images, manifest)

@@ -108,6 +108,8 @@ class RunConfig(BaseModel):
     fail_on_drift: bool = False
     # The covariance behind every standard error, t, p, interval and F: statsmodels' cov_type.
     cov: str = "nonrobust"
+    # Recompute the fits even when an earlier version has the same fit key (tasks/publish/reuse.py).
+    refresh: bool = False
 
     @field_validator("data", "artifacts_dir", "data_dir", mode="after")
     @classmethod

@@ -201,6 +201,12 @@ def test_versions_in_a_bucket_are_written_manifest_last_and_read_by_every_verb(s
     np.testing.assert_allclose(got, want, rtol=1e-12)
     for text in (listed.stdout + listed.stderr, compared.stdout, predicted.stderr):
         assert server.secret not in text
+    # the same run again reuses the fits of the version in the bucket
+    again = linreg("run", str(local), "--epochs", "60", "--artifacts-dir", runs, "--data-dir", str(tmp_path / "d"),
+                   cwd=tmp_path, env=env)
+    assert again.returncode == 0, again.stderr
+    reused = again.stdout.strip().splitlines()[-1].removeprefix("s3://")
+    assert json.loads(fs.cat_file(f"{reused}/manifest.json"))["reused_from"] == names[1]
 
 
 def test_a_run_killed_before_its_manifest_leaves_nothing_visible_and_is_cleaned_up(s3, tmp_path, cli_env):
@@ -264,3 +270,18 @@ def test_a_run_with_everything_in_the_bucket_on_a_local_dask_cluster(s3, tmp_pat
     fs.invalidate_cache()
     assert fs.info(f"{BUCKET}/store/validated/{sha}.parquet")["LastModified"] == modified
     assert not (tmp_path / "s3:").exists()  # nothing local was named after the URL
+
+
+def test_a_manifest_is_created_once_never_overwritten(s3):
+    """The conditional create behind a version's manifest.json: a second writer of the same name fails
+    (S3's If-None-Match: *) and the first one's bytes stay."""
+    import s3fs
+
+    from tasks.publish.remote import _create
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    path = f"{BUCKET}/once/v1/manifest.json"
+    _create(fs, path, b"first")
+    with pytest.raises(OSError):
+        _create(fs, path, b"second")
+    assert fs.cat_file(path) == b"first"

@@ -12,6 +12,7 @@ from fractions import Fraction
 import numpy as np
 from prefect import get_run_logger, task
 
+from tasks.caching import cache_key
 from tasks.exact.robust import robust_cov
 from tasks.kernels import rational as rq
 from tasks.kernels.affine import column_scaling, exact_map, parameter_vector
@@ -155,10 +156,11 @@ def fit_exact(design: Design, geometry: Geometry | None = None, passes: Passes =
     )
 
 
-@task(name="fit-exact")
+@task(name="fit-exact", cache_key_fn=cache_key, persist_result=True)
 def fit_exact_task(design: Design, geometry: Geometry | None = None, passes: Passes = LOCAL,
-                   cov_type: str = "nonrobust", cluster: str | None = None) -> ExactFit:
-    """Solve the least-squares problem exactly."""
+                   cov_type: str = "nonrobust", cluster: str | None = None, key: str | None = None) -> ExactFit:
+    """Solve the least-squares problem exactly. key: the cache key of the run's fits
+    (tasks/publish/reuse.py; None: never cached)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", IllConditionedWarning)  # logged below instead
         fit = fit_exact(design, geometry, passes, cov_type, cluster)

@@ -171,9 +171,11 @@ def environment() -> dict:
     return {"python": sys.version.split()[0], "platform": platform.platform(), "packages": versions}
 
 
-def manifest_doc(parameters: dict, data: DataRecord, timings: dict[str, float], device: str) -> Manifest:
+def manifest_doc(parameters: dict, data: DataRecord, timings: dict[str, float], device: str,
+                 fit_key: str | None = None, reused_from: str | None = None) -> Manifest:
     """manifest.json without version, created_at and files, which the writer adds."""
-    return Manifest(data, parameters, environment() | {"device": device}, timings)
+    return Manifest(data, parameters, environment() | {"device": device}, timings, fit_key=fit_key,
+                    reused_from=reused_from)
 
 
 @task(name="build-documents")

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from prefect import get_run_logger, task
 
+from tasks.caching import cache_key
 from tasks.config import TrainConfig
 from tasks.kernels import rational as rq
 from tasks.kernels.design import Design
@@ -199,10 +200,11 @@ def _result(design: Design, cfg: TrainConfig, setup: _Setup, loop: _Loop, done: 
     )
 
 
-@task(name="train-sgd")
+@task(name="train-sgd", cache_key_fn=cache_key, persist_result=True)
 def train_sgd_task(design: Design, cfg: TrainConfig, geometry: Geometry | None = None,
-                   rtol: float = 1e-6, passes: Passes = LOCAL) -> SGDResult:
-    """Train the torch model by gradient descent."""
+                   rtol: float = 1e-6, passes: Passes = LOCAL, key: str | None = None) -> SGDResult:
+    """Train the torch model by gradient descent. key: the cache key of the run's fits
+    (tasks/publish/reuse.py; None: never cached)."""
     from tasks.training.progress import TrainingProgress
 
     progress = TrainingProgress(get_run_logger(), cfg.epochs, f"torch {cfg.optimizer}, up to {cfg.epochs} epochs")

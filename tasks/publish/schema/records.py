@@ -54,11 +54,16 @@ class Manifest:
     version: str | None = None
     created_at: str | None = None
     files: dict[str, str] = field(default_factory=dict)
+    # The key of the run's exact fit and training (tasks/publish/reuse.py), and the earlier version
+    # whose fits this run reused (None: computed by this run).
+    fit_key: str | None = None
+    reused_from: str | None = None
 
     def to_json(self) -> dict:
         doc = {"format": FORMATS[MANIFEST], "version": self.version, "created_at": self.created_at,
                "data": dataclasses.asdict(self.data), "parameters": self.parameters,
-               "environment": self.environment, "timings": self.timings, "files": self.files}
+               "environment": self.environment, "timings": self.timings, "files": self.files,
+               "fit_key": self.fit_key, "reused_from": self.reused_from}
         return {key: value for key, value in doc.items() if value is not None}
 
     @classmethod
@@ -68,7 +73,8 @@ class Manifest:
         files = dict_or_empty(doc.get("files"))
         return cls(DataRecord(data.get("source"), data.get("sha256"), data.get("rows"), data.get("parquet")),
                    dict_or_empty(doc.get("parameters")), dict_or_empty(doc.get("environment")),
-                   dict_or_empty(doc.get("timings")), doc.get("version"), doc.get("created_at"), files)
+                   dict_or_empty(doc.get("timings")), doc.get("version"), doc.get("created_at"), files,
+                   doc.get("fit_key"), doc.get("reused_from"))
 
     def named(self, version: str, created_at: str, files: dict[str, str]) -> Manifest:
         return dataclasses.replace(self, version=version, created_at=created_at, files=files)
