@@ -42,15 +42,15 @@ def test_smoke_bench_writes_every_table_with_finite_ratios(tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     found = sections(out.read_text())
     titles = list(found)
-    assert titles[:2] == ["Machine", "Goals of issue 8"]
-    assert [t[:3] for t in titles[2:]] == ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)"]
+    assert titles[:3] == ["Machine", "Goals of issue 8", "Goals of issue 18"]
+    assert [t[:3] for t in titles[3:]] == ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)"]
     assert "CPU:" in found["Machine"] and "torch" in found["Machine"]
 
-    training = found[titles[2]]
+    training = found[titles[3]]
     assert "failed" not in training
     assert any(ch.isdigit() for ch in training)
 
-    exact = table(found[titles[3]])
+    exact = table(found[titles[4]])
     assert {(r["rows"], r["features"], r["approach"]) for r in exact} == {
         (rows, p, a) for rows in ["1e3"] for p in ["1", "4"] for a in APPROACHES}
     for r in exact:
@@ -59,12 +59,12 @@ def test_smoke_bench_writes_every_table_with_finite_ratios(tmp_path):
         if r["approach"] != "pyarrow read_table":
             assert float(r["max rel. diff vs linreg-flow"]) < 1e-10, r
 
-    nist = table(found[titles[5]])
+    nist = table(found[titles[6]])
     assert len(nist) == 11
     assert all(0 <= float(v) <= 15 for r in nist for k, v in r.items() if k != "dataset")
 
-    paths = table(found[titles[6]])
-    assert [r["data set"] for r in paths] == ["Longley"] and "failed" not in found[titles[6]]
+    paths = table(found[titles[7]])
+    assert [r["data set"] for r in paths] == ["Longley"] and "failed" not in found[titles[7]]
     assert float(paths[0]["floor"]) > 0 and "(tol, " in paths[0]["default (runs default)"]
 
 

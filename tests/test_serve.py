@@ -125,7 +125,8 @@ def test_serve_stops_cleanly_on_sigterm(server, tmp_path):
                     assert proc.poll() is None and time.monotonic() < deadline
                     time.sleep(0.5)
         os.killpg(proc.pid, 15)
-        assert proc.wait(timeout=30) == 0
+        code = proc.wait(timeout=30)
+        assert code == 0, proc.stdout.read().decode(errors="replace")[-3000:]
     finally:
         stop(proc)
 

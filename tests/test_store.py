@@ -26,9 +26,13 @@ from tasks.tempfiles import temp_name
 from tests.helpers import TUTORIAL_X, TUTORIAL_Y
 
 
-def _oracle_sha256(columns: list[str], data: np.ndarray) -> str:
-    """The documented hash, computed in one go: JSON names, newline, row-major little-endian float64."""
-    return hashlib.sha256(json.dumps(columns).encode() + b"\n" + np.asarray(data, dtype="<f8").tobytes(order="C")).hexdigest()
+def _oracle_sha256(columns: list[str], data: np.ndarray, chunk_rows: int = 65536) -> str:
+    """The documented hash, computed in one go: JSON names, newline, then the SHA-256 digest of each
+    chunk of 65536 rows as row-major little-endian float64, in order."""
+    rows = np.asarray(data, dtype="<f8")
+    digests = b"".join(hashlib.sha256(rows[a:a + chunk_rows].tobytes(order="C")).digest()
+                       for a in range(0, len(rows), chunk_rows))
+    return hashlib.sha256(json.dumps(columns).encode() + b"\n" + digests).hexdigest()
 
 
 def _tutorial_csv(folder: Path, name: str = "seed.csv", y: np.ndarray = TUTORIAL_Y) -> Path:
@@ -85,9 +89,30 @@ def test_column_names_are_part_of_the_content(tmp_path):
 
 @pytest.mark.parametrize("block_rows", [65536, 3, 1])
 def test_the_hash_is_the_documented_one_for_any_block_size(tmp_path, block_rows):
-    """sha256(JSON names + newline + row-major float64 LE), whatever the blocks the pass read."""
+    """sha256(JSON names + newline + each 65536-row chunk's digest), whatever the blocks the pass read."""
     prepared = prepare_data(ModelSpec(), _tutorial_csv(tmp_path), tmp_path / "data", block_rows)
     assert prepared.sha256 == _oracle_sha256(["y", "x"], np.column_stack([TUTORIAL_Y, TUTORIAL_X]))
+
+
+@pytest.mark.parametrize("blocks", [[65536, 65536, 8], [30000, 70000, 31080], [131080], [1, 65535, 65536, 8]])
+def test_the_chunked_hash_is_the_same_for_any_blocks_across_chunk_boundaries(blocks):
+    """131080 rows (two full chunks and 8 rows) fed in blocks that straddle the chunk boundaries, as
+    C-ordered and as column-major arrays: the oracle's hash; a one-row change changes it."""
+    rng = np.random.default_rng(2)
+    data = rng.normal(size=(sum(blocks), 3))
+    for layout in (np.ascontiguousarray, np.asfortranarray):
+        digest, at = ContentHash(("y", "a", "b")), 0
+        for m in blocks:
+            block = layout(data[at:at + m].copy())  # the caller's own buffer
+            digest.update(block)
+            block[:] = 0.0  # the caller reusing its buffer must not change the hash (it is taken on threads)
+            at += m
+        assert digest.hexdigest() == _oracle_sha256(["y", "a", "b"], data)
+    other = data.copy()
+    other[70000, 1] = np.nextafter(other[70000, 1], np.inf)
+    digest = ContentHash(("y", "a", "b"))
+    digest.update(other)
+    assert digest.hexdigest() != _oracle_sha256(["y", "a", "b"], data)
 
 
 def test_the_parquet_round_trips_the_values_exactly(tmp_path):

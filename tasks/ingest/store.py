@@ -15,6 +15,9 @@ import json
 import os
 import re
 import tempfile
+import threading
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -30,13 +33,27 @@ TEMP = (".tmp-", ".parquet")  # prefix and suffix of a temp file in validated/
 PROVENANCE = b"linreg_flow.provenance"  # the footer key of where a stored file came from
 
 
+# Rows per chunk of the content hash: its definition, not a tuning knob (another value is another hash).
+HASH_CHUNK_ROWS = 65536
+_IN_FLIGHT = 4  # chunk digests computing at once (each holds its chunk's bytes)
+
+
+def _sha256(data: np.ndarray) -> bytes:
+    return hashlib.sha256(data).digest()  # hashlib releases the GIL: chunks hash on both cores
+
+
 class ContentHash:
     """SHA-256 of a table's content, fed block by block:
 
-        sha256(json.dumps(columns).encode("utf-8") + b"\\n" + every row's values as float64 little-endian)
+        sha256(json.dumps(columns).encode("utf-8") + b"\\n" + D_0 + D_1 + ...),
+        D_i = sha256(rows [65536 i, 65536 (i + 1)) as float64 little-endian).digest()
 
-    with the rows in order, each row's values in column order (row-major), so that any split into
-    blocks of rows gives the same hash; and so does any file format, encoding or Parquet writer.
+    with the rows in order, each row's values in column order (row-major), cut into chunks of
+    HASH_CHUNK_ROWS rows counted from the table's first row (the last chunk may be shorter): any
+    split into blocks of rows gives the same hash, and so does any file format, encoding or Parquet
+    writer. The chunks' digests are computed on threads, in parallel, and parts of a table that start
+    on a chunk boundary can compute theirs on their own. (Before issue 19 the rows were hashed as one
+    stream, sha256(header + rows): the same table now has another name.)
 
     A table with text columns (a formula's categorical columns, `text`: their indexes) has 0.0 in
     their place in those rows, and each text column is hashed on its own, as two streams over its
@@ -47,20 +64,64 @@ class ContentHash:
     def __init__(self, columns: tuple[str, ...], text: tuple[int, ...] = ()) -> None:
         self._digest = hashlib.sha256(json.dumps(list(columns)).encode("utf-8") + b"\n")
         self._text = {j: (hashlib.sha256(), hashlib.sha256()) for j in text}
+        self._current = hashlib.sha256()  # the chunk being filled piece by piece
+        self._filled = 0  # its rows so far
+        self._pending: deque[Future | bytes] = deque()  # chunk digests in row order (some computing)
 
     def update(self, block: np.ndarray, texts: dict[int, np.ndarray] | None = None) -> None:
         """block: (m, k) float64 rows (0.0 in the text columns); texts: column index -> (m,) strings."""
-        self._digest.update(np.ascontiguousarray(block, dtype="<f8"))
+        rows = np.ascontiguousarray(block, dtype="<f8")
+        at = 0
+        while at < len(rows):
+            take = min(HASH_CHUNK_ROWS - self._filled, len(rows) - at)
+            piece = rows[at:at + take]
+            if take == HASH_CHUNK_ROWS:  # a whole chunk (blocks of 65536 rows: every one): on a thread
+                if np.may_share_memory(piece, block):  # hashed later: never the caller's buffer
+                    piece = piece.copy()
+                self._pending.append(_hasher().submit(_sha256, piece))
+            else:  # a chunk that straddles blocks: fed piece by piece here, nothing buffered
+                self._current.update(piece)
+                self._filled += take
+                if self._filled == HASH_CHUNK_ROWS:
+                    self._pending.append(self._current.digest())
+                    self._current, self._filled = hashlib.sha256(), 0
+            at += take
+            self._fold()
         for j, (lengths, data) in self._text.items():
             encoded = [v.encode("utf-8") for v in texts[j]]
             lengths.update(np.array([len(e) for e in encoded], dtype="<u4").tobytes())
             data.update(b"".join(encoded))
 
+    def _fold(self, every: bool = False) -> None:
+        """Add the chunk digests that are ready (every one: wait for them) to the running hash, in
+        order; at most _IN_FLIGHT chunks stay computing (each holds its chunk's bytes)."""
+        while self._pending:
+            head = self._pending[0]
+            if isinstance(head, Future) and not (every or head.done() or len(self._pending) > _IN_FLIGHT):
+                return
+            self._pending.popleft()
+            self._digest.update(head.result() if isinstance(head, Future) else head)
+
     def hexdigest(self) -> str:
+        if self._filled:
+            self._pending.append(self._current.digest())
+            self._current, self._filled = hashlib.sha256(), 0
+        self._fold(every=True)
         if not self._text:
             return self._digest.hexdigest()
         parts = [self._digest.digest(), *(d.digest() for pair in self._text.values() for d in pair)]
         return hashlib.sha256(b"".join(parts)).hexdigest()
+
+
+def _hasher() -> ThreadPoolExecutor:
+    with _HASHER_LOCK:
+        if not _HASHER:
+            _HASHER.append(ThreadPoolExecutor(max_workers=2, thread_name_prefix="linreg-hash"))
+        return _HASHER[0]
+
+
+_HASHER: list[ThreadPoolExecutor] = []
+_HASHER_LOCK = threading.Lock()
 
 
 def stored_file(data_dir: Location, sha: str) -> Location:

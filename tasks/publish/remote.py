@@ -174,10 +174,11 @@ def write_version(url: str, sha256: str, files: dict[str, bytes], coefficients: 
         crash_point("renamed")
         fs.pipe_file(f"{root}/{LATEST}", (name + "\n").encode())
         fs.rm_file(marker)
-    except UserInputError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - each store raises its own kinds
+    except (FileNotFoundError, PermissionError) as exc:  # the bucket went away, the credentials changed
         raise storage_error(url, exc) from None
+    # Anything else (the network, the store's load) propagates: the task's retries write the version
+    # again under a new name; what this attempt uploaded stays invisible (no manifest) and is removed
+    # by a later run once this process is gone.
     return f"{shown(url).rstrip('/')}/{name}", doc, tuple(sorted([*files, MANIFEST]))
 
 
