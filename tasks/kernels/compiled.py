@@ -55,6 +55,8 @@ def _load() -> ModuleType | None:
                                            True, 0.0, False, True)
                 if not (hi[module.GRADIENT] == 2.0 and hi[module.RSS] == 2.0):
                     module, why = None, "the compiled kernels gave a wrong answer"
+                else:
+                    _warm(module)  # every version the passes call, loaded now: not on a pass's first call
             except Exception as error:  # noqa: BLE001 - a broken compiler path of any kind
                 module, why = None, f"numba cannot compile here ({type(error).__name__}: {error})"
         if module is None:
@@ -108,9 +110,14 @@ def __getattr__(name: str):
 def warm() -> None:
     """Compile every kernel for the array layouts the passes use (cache=True keeps them on disk):
     `make install` calls it, so that no run pays the compile."""
-    module = _kernels()
-    if module is None:
-        return
+    _kernels()  # which warms them
+
+
+def _warm(module: ModuleType) -> None:
+    """Call every kernel once for each array layout and flag set the passes use: numba compiles (or
+    loads from its disk cache, 1-10 ms each) one machine-code version per argument types on its first
+    call, which then lands here, where the kernels are first loaded (a thread of its own in a run:
+    preload), not on a pass."""
     X = np.ones((4, 2))
     for layout in (X, np.asfortranarray(X), X[:, :1]):
         for flags in ((True, True), (False, False)):
