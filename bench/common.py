@@ -194,4 +194,7 @@ def mib(value: int) -> str:
 
 
 def ratio(value: float) -> str:
-    return f"{value:.2f}" if math.isfinite(value) else "n/a"
+    """Two decimals; two significant digits below 0.1 (a microsecond read of a tiny file is not 0.00)."""
+    if not math.isfinite(value):
+        return "n/a"
+    return f"{value:.2f}" if abs(value) >= 0.1 or value == 0 else f"{value:.2g}"
