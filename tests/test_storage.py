@@ -285,3 +285,25 @@ def test_a_manifest_is_created_once_never_overwritten(s3):
     with pytest.raises(OSError):
         _create(fs, path, b"second")
     assert fs.cat_file(path) == b"first"
+
+
+def test_drift_and_reuse_look_past_a_newer_version_of_another_model(s3, tmp_path, cli_env):
+    """In the bucket: a run, a run of another model (no intercept), the first run again: the third
+    measures drift against the first and reuses its fits, reading past the newer version between."""
+    import s3fs
+
+    server, table = s3
+    env = cli_env | server.env()
+    runs = f"s3://{BUCKET}/mixed"
+    local = tmp_path / "t.parquet"
+    pq.write_table(table, local)
+    names = []
+    for extra in ([], ["--no-intercept"], []):
+        result = linreg("run", str(local), "--epochs", "30", *extra, "--artifacts-dir", runs, "--data-dir",
+                        str(tmp_path / "d"), cwd=tmp_path, env=env)
+        assert result.returncode == 0, result.stderr
+        names.append(result.stdout.strip().splitlines()[-1].rsplit("/", 1)[1])
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    manifest = json.loads(fs.cat_file(f"{BUCKET}/mixed/{names[2]}/manifest.json"))
+    coefficients = json.loads(fs.cat_file(f"{BUCKET}/mixed/{names[2]}/coefficients.json"))
+    assert manifest["reused_from"] == names[0] and coefficients["drift"]["since"] == names[0]

@@ -84,6 +84,7 @@ def mirror(url: str, into: Path, documents_only: bool = False, names: tuple[str,
     if newest not in versions:  # no pointer yet, or one written before its version (never by us)
         newest = next(reversed(versions), None)
     if newest is not None and (into / newest).is_dir():
+        (into / LATEST).unlink(missing_ok=True)  # a folder mirrored into again, a version at a time
         (into / LATEST).symlink_to(newest)
     return into
 

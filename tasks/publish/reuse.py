@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
+from pathlib import Path
 
 from tasks.config import RunConfig
 from tasks.publish.reader import list_versions
 from tasks.publish.schema import MANIFEST
-from tasks.storage import Location
+from tasks.storage import Location, filesystem, is_url
 
 
 def fit_key(sha256: str, config: RunConfig) -> str:
@@ -34,18 +36,28 @@ def fit_key(sha256: str, config: RunConfig) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()
 
 
-def reusable_version(artifacts_dir: Location, key: str) -> str | None:
-    """The newest sound version in artifacts_dir whose fits have this key, or None."""
+def _matches(path: Path, key: str) -> bool:
     from tasks.publish.reader import read_version
-    from tasks.publish.remote import local_versions
 
-    with local_versions(artifacts_dir) as (folder, _, _):
-        for path in reversed(list_versions(folder)):
-            try:
-                recorded = json.loads((path / MANIFEST).read_bytes()).get("fit_key")
-            except (OSError, ValueError, AttributeError):
-                continue
-            if recorded == key and read_version(path).damage is None:
-                return path.name
+    try:
+        recorded = json.loads((path / MANIFEST).read_bytes()).get("fit_key")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return recorded == key and read_version(path).damage is None
+
+
+def reusable_version(artifacts_dir: Location, key: str) -> str | None:
+    """The newest sound version in artifacts_dir whose fits have this key, or None. On an object
+    store the versions' documents are read newest first until one matches (a nightly run on unchanged
+    data reads one version's), not every version's."""
+    if not is_url(artifacts_dir):
+        return next((p.name for p in reversed(list_versions(Path(artifacts_dir))) if _matches(p, key)), None)
+    from tasks.publish.remote import complete_versions, mirror
+
+    fs, root = filesystem(artifacts_dir)
+    with tempfile.TemporaryDirectory(prefix="linreg-reuse-") as tmp:
+        for name in reversed(list(complete_versions(fs, root.rstrip("/")))):
+            if _matches(mirror(artifacts_dir, Path(tmp), documents_only=True, names=(name,)) / name, key):
+                return name
     return None
 
