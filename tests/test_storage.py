@@ -129,6 +129,13 @@ def test_linreg_run_reads_a_prefix_in_a_bucket(s3, tmp_path, cli_env):
         assert not any(secret in text for text in texts)
 
 
+def _bucket_runs(s3, tmp_path: Path, cli_env: dict, prefix: str) -> tuple:
+    """(the server, the CLI's environment for it, the artifacts URL s3://BUCKET/prefix, the module's
+    table as a local Parquet file)."""
+    server, table = s3
+    return server, cli_env | server.env(), f"s3://{BUCKET}/{prefix}", _local_copy(table, tmp_path)
+
+
 def _local_copy(table: pa.Table, folder: Path) -> Path:
     path = folder / "local-copy.parquet"
     pq.write_table(table, path)
@@ -162,11 +169,7 @@ def test_versions_in_a_bucket_are_written_manifest_last_and_read_by_every_verb(s
     first; `versions`, `show` (a name, `latest` or the URL), `diff` and `predict` read them there."""
     import s3fs
 
-    server, table = s3
-    env = cli_env | server.env()
-    runs = f"s3://{BUCKET}/runs"
-    local = tmp_path / "t.parquet"
-    pq.write_table(table, local)
+    server, env, runs, local = _bucket_runs(s3, tmp_path, cli_env, "runs")
     urls = []
     for epochs in ("30", "60"):
         result = linreg("run", str(local), "--epochs", epochs, "--artifacts-dir", runs, "--data-dir",
@@ -197,7 +200,7 @@ def test_versions_in_a_bucket_are_written_manifest_last_and_read_by_every_verb(s
     assert predicted.returncode == 0, predicted.stderr
     exact = second["exact"]
     got = pq.read_table(out).column("prediction").to_numpy()
-    want = exact["intercept"] + table.to_pandas()[["x1", "x2"]].to_numpy() @ exact["coefficients"]
+    want = exact["intercept"] + pq.read_table(local).to_pandas()[["x1", "x2"]].to_numpy() @ exact["coefficients"]
     np.testing.assert_allclose(got, want, rtol=1e-12)
     for text in (listed.stdout + listed.stderr, compared.stdout, predicted.stderr):
         assert server.secret not in text
@@ -214,11 +217,7 @@ def test_a_run_killed_before_its_manifest_leaves_nothing_visible_and_is_cleaned_
     `latest` does not move; the next run on this host removes the abandoned prefix and publishes."""
     import s3fs
 
-    server, table = s3
-    env = cli_env | server.env()
-    runs = f"s3://{BUCKET}/killed"
-    local = tmp_path / "t.parquet"
-    pq.write_table(table, local)
+    server, env, runs, local = _bucket_runs(s3, tmp_path, cli_env, "killed")
     # In a session of its own: the crash point kills its whole process group, as kill -9 of a run would.
     killed = subprocess.run([str(LINREG), "run", str(local), "--epochs", "5", "--artifacts-dir", runs, "--data-dir",
                              str(tmp_path / "d")], cwd=tmp_path, env=env | {"LINREG_CRASH_AT": "version-temp"},
@@ -292,11 +291,7 @@ def test_drift_and_reuse_look_past_a_newer_version_of_another_model(s3, tmp_path
     measures drift against the first and reuses its fits, reading past the newer version between."""
     import s3fs
 
-    server, table = s3
-    env = cli_env | server.env()
-    runs = f"s3://{BUCKET}/mixed"
-    local = tmp_path / "t.parquet"
-    pq.write_table(table, local)
+    server, env, runs, local = _bucket_runs(s3, tmp_path, cli_env, "mixed")
     names = []
     for extra in ([], ["--no-intercept"], []):
         result = linreg("run", str(local), "--epochs", "30", *extra, "--artifacts-dir", runs, "--data-dir",
