@@ -87,6 +87,16 @@ def helper_thread() -> ThreadPoolExecutor:
         return _state["helper"]
 
 
+def in_halves(sweep, X: np.ndarray, y: np.ndarray, align: int = 1) -> tuple:
+    """(sweep(first half), sweep(second half)) of a block's rows X, y, the first half on
+    helper_thread() while this thread sweeps the second: both cores on one pass. The cut is at a
+    multiple of `align` rows, so that the halves' sums added in row order are the same on any machine."""
+    half = (len(y) // 2 + align - 1) // align * align
+    first = helper_thread().submit(sweep, X[:half], y[:half])
+    second = sweep(X[half:], y[half:])
+    return first.result(), second
+
+
 def usable(rows: int | None = None) -> bool:
     """Whether a pass over `rows` rows (None: any) runs on the compiled kernels."""
     if rows is not None and rows < MIN_ROWS:

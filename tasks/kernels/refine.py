@@ -174,12 +174,10 @@ class SumsFold:
         if not len(y):
             return
         if self.sweep is not None:
-            # Two halves of the block, the first on a helper thread (the kernel releases the GIL),
-            # added in row order: the same sums on one core or many.
-            half = (len(y) // 2 + compiled.CHUNK - 1) // compiled.CHUNK * compiled.CHUNK
-            first = compiled.helper_thread().submit(self.sweep, features[:half], y[:half])
-            second = self.sweep(features[half:], y[half:])
-            self.total = dd.add(dd.add(self.total, first.result()), second)
+            # Two halves of the block on both cores (the kernel releases the GIL), cut on a Dot2
+            # chunk boundary and added in row order: the same sums on one core or many.
+            first, second = compiled.in_halves(self.sweep, features, y, compiled.CHUNK)
+            self.total = dd.add(dd.add(self.total, first), second)
             return
         if self.design.formula is not None:  # its terms once per block: formulaic costs milliseconds a call
             features = self.design.terms_of(features) if terms is None else terms

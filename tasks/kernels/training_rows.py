@@ -138,9 +138,7 @@ def _compiled_loss_gradient(row_map: RowMap, theta_y: np.ndarray, part: Design,
     for features, y in part.blocks():
         if not len(y):
             continue
-        half = len(y) // 2
-        first = compiled.helper_thread().submit(sweep, features[:half], y[:half])
-        for sums in (first.result(), sweep(features[half:], y[half:])):
+        for sums in compiled.in_halves(sweep, features, y):
             loss, grad, rounding = loss + sums[0], grad + sums[1], rounding + sums[2]
     return (loss, grad) if K is None else (loss, grad, rounding)
 
