@@ -125,6 +125,8 @@ def main() -> None:
         if not args.smoke:
             say("(g) a formula model against statsmodels' formula API")
             formula = included("bench_formula", [], home, timeout)
+        say("(h) the ingest in parts on a local Dask cluster")
+        ingest = included("bench_ingest", ["--smoke"] if args.smoke else [], home, timeout)
     mode = "`bench/run.py --smoke`: tiny sizes, a check that the bench runs, not a measurement" if args.smoke \
         else "`make bench` (bench/run.py)"
     args.out.write_text(f"""# linreg-flow benchmarks
@@ -179,6 +181,15 @@ enough), a compensated refinement pass, standard errors.
 ## (g) A formula model with text categoricals against statsmodels' formula API
 
 {formula}
+
+## (h) The ingest in one piece against its parts on a two-worker local Dask cluster (`--dask`)
+
+Both in one child process per size, side by side: `prepare_data` reads, checks, hashes and stores
+the table, then the same in parts on a `LocalCluster` of two single-thread worker processes (the
+cluster's start is outside the timed work and shown on its own). On a 2-core machine both workers
+share its two cores: this measures the parts' overhead, not the speed-up of more machines.
+
+{ingest}
 
 Total bench time: {time.perf_counter() - start:.0f} s.
 """)

@@ -39,27 +39,17 @@ def _main(version: Annotated[bool, typer.Option(
 @run_options
 def run(options: dict, dask: Dask = None) -> None:
     """Run the pipeline once; the last line on stdout is the new version folder."""
-    from flows.backend import idle_seconds, prepare_api
+    from flows.backend import idle_seconds
 
     idle_seconds()  # a bad LINREG_SERVER_IDLE_S is exit 2 before anything is read or written
     config = config_from(options)
-    runner = None
-    if dask is not None:
-        from flows.dask import task_runner
+    if dask is None:
+        path = _run(config, None, None)
+    else:
+        from flows.dask import cluster
 
-        runner = task_runner(None if dask == LOCAL_CLUSTER else dask)
-    prepared = preflight(config)
-    api = prepare_api()  # a local server may be starting while the flow's modules load
-    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
-
-    from flows.regression import regression_flow
-
-    url = api.wait()
-    flow = regression_flow if runner is None else regression_flow.with_options(task_runner=runner)
-    # The local server has no UI: no "View at" link to it. Dask workers are other processes: they
-    # find this run's server only through the settings Prefect sends with each task.
-    with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_UI_URL: ""} if url else {}):
-        path = flow(config=config, prepared=prepared.to_json())
+        with cluster(None if dask == LOCAL_CLUSTER else dask) as (runner, passes):
+            path = _run(config, runner, passes)
     from flows.commands.show import run_summary
     from tasks.publish.remote import local_versions
 
@@ -67,6 +57,26 @@ def run(options: dict, dask: Dask = None) -> None:
     with local_versions(config.artifacts_dir, (path,), only_named=True) as (_, (version,), shown):
         print(shown(run_summary(Path(version))), file=sys.stderr, flush=True)
     print(path, flush=True)
+
+
+def _run(config, runner, passes) -> str:
+    """The run of `run`: the ingest (part by part with passes), then the flow on runner (None: its own)."""
+    from flows.backend import prepare_api
+
+    prepared = preflight(config, passes)
+    api = prepare_api()  # a local server may be starting while the flow's modules load
+    from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL, temporary_settings
+
+    from flows.regression import regression_flow
+    from tasks.errors import user_errors_in_one_line
+
+    user_errors_in_one_line()  # an unreachable store mid-run: one line, as bad input is
+    url = api.wait()
+    flow = regression_flow if runner is None else regression_flow.with_options(task_runner=runner)
+    # The local server has no UI: no "View at" link to it. Dask workers are other processes: they
+    # find this run's server only through the settings Prefect sends with each task.
+    with temporary_settings(updates={PREFECT_API_URL: url, PREFECT_UI_URL: ""} if url else {}):
+        return flow(config=config, prepared=prepared.to_json())
 
 
 @app.command()

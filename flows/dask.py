@@ -13,6 +13,7 @@ import asyncio
 import json
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 from typing import Any, TypeVar
 
 import distributed
@@ -24,7 +25,7 @@ from prefect.task_runners import TaskRunner
 from prefect_dask import DaskTaskRunner
 
 from tasks.errors import UserInputError
-from tasks.kernels.passes import local_map
+from tasks.kernels.passes import Passes, local_map
 
 T = TypeVar("T")
 
@@ -55,6 +56,37 @@ def task_runner(address: str | None, n_workers: int = LOCAL_WORKERS,
         raise UserInputError(f"option --dask {address}: no Dask scheduler with a worker answered at "
                              f"{resolved} within {timeout:g} s ({exc})") from None
     return DaskTaskRunner(address=resolved)
+
+
+@contextmanager
+def cluster(address: str | None, n_workers: int = LOCAL_WORKERS,
+            timeout: float = PROBE_TIMEOUT) -> Iterator[tuple[DaskTaskRunner, Passes]]:
+    """The cluster of a `linreg run --dask [ADDRESS]`, for the whole run: (the flow's task runner, the
+    Passes of the ingest, which runs before the flow starts: its parts go to the workers directly).
+
+    The scheduler at ADDRESS (checked as task_runner checks it), or a LocalCluster of n_workers
+    processes started here and closed when the run ends, however it ends; the flow's task runner
+    connects to that same cluster (one start, not two)."""
+    local = None
+    if address is None:
+        local = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                         dashboard_address=":0")  # any free port: never another run's
+        resolved = local.scheduler_address
+    else:
+        resolved = task_runner(address, timeout=timeout).address
+    try:
+        with distributed.Client(resolved, timeout=timeout, set_as_default=False) as client:
+            parts = max(1, 2 * sum(client.nthreads().values()))
+            yield DaskTaskRunner(address=resolved), Passes(partial(client_map, client), parts)
+    finally:
+        if local is not None:
+            local.close()
+
+
+def client_map(client: distributed.Client, fn: Callable[[Any], T], parts: Sequence[Any]) -> list[T]:
+    """Mapper on a Dask client: each fn(part) on the cluster's workers, results in part order (the
+    ingest, before any flow run: plain Dask tasks, not Prefect's)."""
+    return client.gather(client.map(fn, parts, pure=False))
 
 
 def _scheduler_address(address: str) -> str:

@@ -194,15 +194,16 @@ def _config(data: str | Path, target: str | None, features: str | None, degree: 
     )
 
 
-def preflight(config):
+def preflight(config, passes=None):
     """The one pass over the data (load, validate, store), outside Prefect, so that bad input fails
-    fast, in one line, before any write; the flow takes its result instead of reading again."""
+    fast, in one line, before any write; the flow takes its result instead of reading again.
+    passes: where its parts run (--dask: on the cluster's workers); None: here, in one piece."""
     from tasks.ingest.prepare import prepare_data
     from tasks.training.train import resolve_device
 
     resolve_device(config.train.device)
     prepared = prepare_data(config.model, config.data, config.data_dir, decimal=config.decimal,
-                            extra=config.carried)
+                            extra=config.carried, **({"passes": passes} if passes is not None else {}))
     _prepare_output_folder("--artifacts-dir", config.artifacts_dir)
     return prepared
 

@@ -53,6 +53,9 @@ def serve_flow(config: RunConfig, cron: str | None, interval: float | None, name
             raise UserInputError(f"option --cron: {cron!r} is not a valid cron expression") from None
     check_api()
     from flows.regression import regression_flow
+    from tasks.errors import user_errors_in_one_line
+
+    user_errors_in_one_line()  # a scheduled run that fails on its input or store: its message, no traceback
 
     _stop_on_sigterm()
     try:

@@ -33,7 +33,7 @@ def table(text: str) -> list[dict[str, str]]:
 
 
 def test_smoke_bench_writes_every_table_with_finite_ratios(tmp_path):
-    """The smoke run exits 0 and RESULTS.md has the machine, the goals and sections (a) to (g); the
+    """The smoke run exits 0 and RESULTS.md has the machine, the goals and sections (a) to (h); the
     exact-fit table has every approach at 1e3 rows x 1 and 4 features with finite positive ratios and
     coefficients that agree with linreg-flow's, and the NIST table has LREs in [0, 15]."""
     out = tmp_path / "RESULTS.md"
@@ -43,7 +43,7 @@ def test_smoke_bench_writes_every_table_with_finite_ratios(tmp_path):
     found = sections(out.read_text())
     titles = list(found)
     assert titles[:3] == ["Machine", "Goals of issue 8", "Goals of issue 18"]
-    assert [t[:3] for t in titles[3:]] == ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)"]
+    assert [t[:3] for t in titles[3:]] == ["(a)", "(b)", "(c)", "(d)", "(e)", "(f)", "(g)", "(h)"]
     assert "CPU:" in found["Machine"] and "torch" in found["Machine"]
 
     training = found[titles[3]]
@@ -66,6 +66,9 @@ def test_smoke_bench_writes_every_table_with_finite_ratios(tmp_path):
     paths = table(found[titles[7]])
     assert [r["data set"] for r in paths] == ["Longley"] and "failed" not in found[titles[7]]
     assert float(paths[0]["floor"]) > 0 and "(tol, " in paths[0]["default (runs default)"]
+
+    ingest = table(found[titles[10]])  # the smoke size makes 4 parts: the parts' hash is the one piece's
+    assert [(r["parts"], r["same sha256"]) for r in ingest] == [("4", "yes")], found[titles[10]]
 
 
 def test_measure_reports_the_childs_own_output_and_peak_rss(tmp_path):

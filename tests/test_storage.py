@@ -8,7 +8,9 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -21,11 +23,13 @@ from tasks.errors import UserInputError
 from tasks.exact.fit import fit_exact
 from tasks.ingest.prepare import prepare_data
 from tasks.storage import is_url, location, scrubbed, shown
-from tests.s3_server import s3_server
+from tests.prefect_server import free_port
+from tests.s3_server import _wait_for, s3_server
 from tests.test_cli import (LINREG, assert_rejected, cli_env, linreg,  # noqa: F401 - cli_env: a fixture
                             version_from_stdout)
 
 BUCKET = "tables"
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _table(rows: int = 300, seed: int = 5) -> pa.Table:
@@ -237,20 +241,64 @@ def test_a_run_killed_before_its_manifest_leaves_nothing_visible_and_is_cleaned_
     assert abandoned[0] not in left and f"{BUCKET}/killed/latest" in left and len(left) == 2
 
 
-def test_a_run_with_everything_in_the_bucket_on_a_local_dask_cluster(s3, tmp_path, cli_env):
-    """DATA, --data-dir and --artifacts-dir in the bucket, the passes on a two-worker LocalCluster whose
-    workers read the stored copy from the bucket: the local table's content hash and coefficients (to
-    float64 rounding), the stored copy at DATA-DIR/validated/<sha256>.parquet named by the manifest;
-    a second run on that stored copy hashes it and uploads nothing."""
+def test_a_server_killed_while_a_version_is_written_leaves_nothing_visible_and_the_next_run_works(
+        s3, tmp_path, cli_env):
+    """The store's server dies the moment the run sends its version's manifest (every other file is in
+    the store): the run fails without a traceback or a secret, no version is listed and `latest` does
+    not exist; with the server back, the next run publishes and removes the abandoned prefix."""
     import s3fs
 
-    server, table = s3
+    server, env, runs, local = _bucket_runs(s3, tmp_path, cli_env, "server-killed")
+    port = free_port()
+    proxy = subprocess.Popen([sys.executable, "-m", "tests.tcp_proxy", str(port), server.endpoint.rsplit(":", 1)[1],
+                              r"PUT [^ ]*/server-killed/[^ ]*/manifest\.json"], cwd=REPO, start_new_session=True,
+                             stdin=subprocess.DEVNULL)
+    try:
+        _wait_for(port, proxy)
+        failed = linreg("run", str(local), "--epochs", "5", "--artifacts-dir", runs, "--data-dir",
+                        str(tmp_path / "d"), cwd=tmp_path, env=env | {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}"})
+        assert proxy.wait(timeout=60) == 0  # it died at the manifest's request, as planned
+    finally:
+        if proxy.poll() is None:
+            os.killpg(proxy.pid, signal.SIGKILL)
+            proxy.wait()
+    assert failed.returncode != 0 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
+    assert server.secret not in failed.stdout + failed.stderr
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    abandoned = fs.ls(f"{BUCKET}/server-killed")
+    assert len(abandoned) >= 1 and not any(fs.exists(f"{p}/manifest.json") for p in abandoned)
+    assert "coefficients.json" in {p.rsplit("/", 1)[-1] for p in fs.ls(abandoned[0])}  # the files did arrive
+    listed = linreg("versions", "--artifacts-dir", runs, cwd=tmp_path, env=env)
+    assert "no versions in " + runs in listed.stderr
+    done = linreg("run", str(local), "--epochs", "5", "--artifacts-dir", runs, "--data-dir", str(tmp_path / "d"),
+                  cwd=tmp_path, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    fs.invalidate_cache()
+    left = fs.ls(f"{BUCKET}/server-killed")
+    assert not set(abandoned) & set(left) and f"{BUCKET}/server-killed/latest" in left and len(left) == 2
+
+
+def test_a_run_with_everything_in_the_bucket_on_a_local_dask_cluster(s3, tmp_path, cli_env):
+    """DATA, --data-dir and --artifacts-dir in the bucket, a two-worker LocalCluster: the workers read
+    their own parts of DATA from the bucket, check and store them as the parts of the stored table
+    DATA-DIR/validated/<sha256>.parquet/ (named by the manifest, its marker written last, no temporary
+    prefix left), and the passes read it from there; the local table's content hash and coefficients
+    (to float64 rounding). A second run on that stored table hashes it and uploads nothing."""
+    import s3fs
+
+    server, _ = s3
     env = cli_env | server.env()
+    table = _table(4 * 65536 + 77, seed=8)  # 5 chunks of the content hash: 4 parts, one per worker thread x 2
+    for i, (a, b) in enumerate([(0, 100_000), (100_000, 100_010), (100_010, table.num_rows)]):
+        sink = pa.BufferOutputStream()
+        pq.write_table(table.slice(a, b - a), sink, row_group_size=30_000)
+        server.client().put_object(Bucket=BUCKET, Key=f"big/part-{i}.parquet", Body=sink.getvalue().to_pybytes())
     store, runs = f"s3://{BUCKET}/store", f"s3://{BUCKET}/dask-runs"
-    result = linreg("run", f"s3://{BUCKET}/parts/", "--dask", "--epochs", "20", "--data-dir", store,
+    result = linreg("run", f"s3://{BUCKET}/big/", "--dask", "--epochs", "20", "--data-dir", store,
                     "--artifacts-dir", runs, cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Task run 'part_sums-" in result.stderr  # the refinement's parts ran as tasks on the cluster
+    assert "in 4 parts on the Dask cluster's workers" in result.stderr  # 2 workers x 2: the ingest's parts
     url = result.stdout.strip().splitlines()[-1]
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     key = url.removeprefix("s3://")
@@ -258,16 +306,23 @@ def test_a_run_with_everything_in_the_bucket_on_a_local_dask_cluster(s3, tmp_pat
     local = prepare_data(ModelSpec(), _local_copy(table, tmp_path), tmp_path / "d-local")
     sha = local.sha256
     assert manifest["data"]["sha256"] == sha and manifest["data"]["parquet"] == f"{store}/validated/{sha}.parquet"
-    assert fs.exists(f"{BUCKET}/store/validated/{sha}.parquet")
+    stored = f"{BUCKET}/store/validated/{sha}.parquet"
+    assert fs.ls(f"{BUCKET}/store/validated") == [stored]  # no temporary prefix left
+    names = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(stored))
+    assert names == ["_linreg.json", *(f"part-{i:05d}.parquet" for i in range(4))]
+    assert json.loads(fs.cat_file(f"{stored}/_linreg.json"))["sha256"] == sha
+    parts = [pq.read_table(fs.open(f"{stored}/{name}", "rb")) for name in names[1:]]
+    assert pa.concat_tables(parts).equals(pq.read_table(local.path))  # the local stored rows, in order
     exact = json.loads(fs.cat_file(f"{key}/coefficients.json"))["exact"]
     want = fit_exact(local.design(ModelSpec()), local.geometry).params
     np.testing.assert_allclose([exact["intercept"], *exact["coefficients"]], want, rtol=4e-16, atol=0)
-    modified = fs.info(f"{BUCKET}/store/validated/{sha}.parquet")["LastModified"]
+    modified = {p["name"]: p["LastModified"] for p in fs.ls(stored, detail=True)}
     again = linreg("run", f"{store}/validated/{sha}.parquet", "--epochs", "20", "--data-dir", store,
                    "--artifacts-dir", runs, cwd=tmp_path, env=env)
     assert again.returncode == 0, again.stderr[-3000:]
     fs.invalidate_cache()
-    assert fs.info(f"{BUCKET}/store/validated/{sha}.parquet")["LastModified"] == modified
+    assert {p["name"]: p["LastModified"] for p in fs.ls(stored, detail=True)} == modified
+    assert fs.ls(f"{BUCKET}/store/validated") == [stored]
     assert not (tmp_path / "s3:").exists()  # nothing local was named after the URL
 
 

@@ -72,12 +72,25 @@ class Levels:
         self.max_levels, self.source = max_levels, source
 
     def add(self, name: str, values: np.ndarray) -> None:
+        self.seen[name].update(pd.unique(values[pd.notna(values)]).tolist())
+        self._check(name)
+
+    def _check(self, name: str) -> None:
         seen = self.seen[name]
-        seen.update(pd.unique(values[pd.notna(values)]).tolist())
         if len(seen) > self.max_levels:
             raise UserInputError(f"{self.source}: column {name!r} has more than {self.max_levels} levels "
                                  f"({len(seen)} so far); a categorical term needs at most --max-levels "
                                  f"{self.max_levels} (raise it, or leave the column out of C())")
+
+    def merge(self, seen: dict[str, set]) -> None:
+        """Add the levels another part of the table has seen (its `seen`)."""
+        for name, values in seen.items():
+            self.seen[name].update(values)
+
+    def check(self) -> None:
+        """UserInputError when a column has more than max_levels levels."""
+        for name in self.seen:
+            self._check(name)
 
     def sorted(self) -> dict[str, tuple]:
         """Each column's levels in sorted order; whole numbers as ints (C(year) names C(year)[T.2024])."""

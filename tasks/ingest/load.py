@@ -154,6 +154,8 @@ class ParquetInput:
         self.schema, self.header = first, tuple(first.names)
         # Row index where each file starts, for naming the file of a row.
         self.starts = [0, *accumulate(m.num_rows for m in metas)]
+        # Rows of each row group of each file: a part of the table reads only the groups it covers.
+        self.groups = [tuple(m.row_group(g).num_rows for g in range(m.num_row_groups)) for m in metas]
         # The footer's key-value metadata of a single file (a stored validated Parquet carries its provenance).
         self.metadata: dict[bytes, bytes] = dict(metas[0].metadata or {}) if self.kind == "parquet" else {}
 
@@ -167,12 +169,34 @@ class ParquetInput:
                 raise storage_error(file, exc) from None
             raise UserInputError(f"{shown(file)}: not a readable Parquet file ({_first_line(exc)})") from None
 
-    def _batches(self, names: list[str] | None, block_rows: int) -> Iterator[tuple[Location, pa.RecordBatch]]:
-        for file in self.files:
+    def _batches(self, names: list[str] | None, block_rows: int,
+                 rows: tuple[int, int] | None = None) -> Iterator[tuple[Location, pa.RecordBatch]]:
+        """The batches of every file in order; rows=(a, b): only the table's rows a to b-1."""
+        for k, file in enumerate(self.files):
+            if rows is None:
+                groups, skip, take = None, 0, None
+            else:  # the file's rows in [a, b), and the row groups that hold them
+                a, b = max(rows[0] - self.starts[k], 0), min(rows[1], self.starts[k + 1]) - self.starts[k]
+                if a >= b:
+                    continue
+                ends = list(accumulate(self.groups[k]))
+                first = bisect.bisect_right(ends, a)
+                last = bisect.bisect_left(ends, b)
+                groups = list(range(first, last + 1))
+                skip = a - (ends[first - 1] if first else 0)
+                take = b - a
             try:
                 # pre_buffer=False: pyarrow would otherwise load whole row groups ahead of the batches.
                 with readable(file) as raw, pq.ParquetFile(raw, pre_buffer=False, memory_map=False) as handle:
-                    for batch in handle.iter_batches(batch_size=block_rows, columns=names):
+                    for batch in handle.iter_batches(batch_size=block_rows, columns=names, row_groups=groups):
+                        if take is not None:  # cut to the rows asked for
+                            cut = batch.slice(skip, take)
+                            skip, take = max(skip - batch.num_rows, 0), take - cut.num_rows
+                            batch = cut
+                            if not batch.num_rows:
+                                if take == 0:
+                                    break
+                                continue
                         yield file, batch
             except (OSError, pa.ArrowException) as exc:
                 if is_url(file) and not isinstance(exc, pa.ArrowException):
@@ -186,9 +210,10 @@ class ParquetInput:
                 return batch.to_pandas()
         return self.schema.empty_table().to_pandas()
 
-    def blocks(self, names: tuple[str, ...], block_rows: int) -> Iterator[RawBlock]:
-        first = 0
-        for _, batch in self._batches(list(names), block_rows):
+    def blocks(self, names: tuple[str, ...], block_rows: int, rows: tuple[int, int] | None = None) -> Iterator[RawBlock]:
+        """The rows (rows=(a, b): only a to b-1) in blocks of at most block_rows, with their row numbers."""
+        first = 0 if rows is None else rows[0]
+        for _, batch in self._batches(list(names), block_rows, rows):
             if batch.num_rows:
                 yield RawBlock(tuple(batch.columns), first)
                 first += batch.num_rows

@@ -10,7 +10,6 @@ the stored file gets its name. Bad input: UserInputError, and nothing new under 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,21 +21,22 @@ from prefect import task
 
 from tasks.config import ModelSpec
 from tasks.errors import UserInputError, retry_unless_user_error
-from tasks.ingest.categorical import Levels, carried_columns, dropped_note, formula_columns, model_of
-from tasks.ingest.cells import MissingCells, check_block
+from tasks.ingest.categorical import carried_columns, dropped_note, formula_columns, model_of
 from tasks.ingest.columns import select_columns
+from tasks.ingest.fold import STAGES, Clock, Fold, Kinds
 from tasks.ingest.load import Input, open_input
-from tasks.ingest.store import ContentHash, StagedParquet, stored_copy, stored_file
-from tasks.ingest.validate import DistinctValues, check_design, check_magnitudes, find_first
+from tasks.ingest.parts import PartsStaging, ingest_parts, parted_ingest
+from tasks.ingest.store import StagedParquet, stored_copy, stored_file
+from tasks.ingest.validate import check_design, check_magnitudes, find_first
 from tasks.kernels.design import Design, scaled_basis
 from tasks.kernels.formula import FormulaModel
-from tasks.kernels.gram import GramSums
+from tasks.kernels.passes import LOCAL, Passes
 from tasks.kernels.table import BLOCK_ROWS, ColumnStats, ParquetTable, read_rows
 from tasks.kernels.tsqr import Geometry
 from tasks.kernels.weights import Weighting, weigh, whiten
 from tasks.storage import Location, is_url, location
 
-STAGES = ("load", "validate", "store")
+__all__ = ["STAGES", "Prepared", "prepare_data", "prepare_data_task"]
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,7 @@ class Prepared:
     dropped: int = 0
     extra: tuple[str, ...] = ()  # columns stored beside the model's (weights, the clusters of --cov cluster:COL)
     weighting: Weighting | None = None  # the weighting pass's (--weights): geometry is then the whitened design's
+    parts: int = 1  # the parts the pass read, checked and stored apart (--dask: on the cluster's workers)
 
     def table(self) -> ParquetTable:
         levels = self.formula.text_levels if self.formula else {}
@@ -93,7 +94,7 @@ class Prepared:
             "timings": {k: float(v) for k, v in self.timings.items()}, "selection": self.selection,
             "formula": self.formula.to_json() if self.formula else None, "dropped": self.dropped,
             "extra": list(self.extra), "weighting": self.weighting.to_json() if self.weighting else None,
-            "term_stats": self.term_stats.to_json() if self.term_stats is not None else None,
+            "term_stats": self.term_stats.to_json() if self.term_stats is not None else None, "parts": self.parts,
             # The basis (exact rationals) is rebuilt from the stats; its model is degree and intercept.
             "geometry": {"degree": g.basis.degree, "intercept": self.intercept, "R": g.R.tolist(),
                          "qty": g.qty.tolist(), "terms": g.terms.to_json(), "y": g.y.to_json()},
@@ -115,7 +116,8 @@ class Prepared:
                             ColumnStats.from_json(g["y"]))
         return cls(doc["source"], table.path, doc["sha256"], table.rows, columns, stats, geometry,
                    dict(doc["timings"]), int(doc["block_rows"]), doc.get("selection", ""), design.intercept, formula,
-                   term_stats, int(doc.get("dropped", 0)), tuple(doc.get("extra", ())), weighting)
+                   term_stats, int(doc.get("dropped", 0)), tuple(doc.get("extra", ())), weighting,
+                   int(doc.get("parts", 1)))
 
 
 def _read_rows(block_rows: int, columns: tuple[str, ...], formula: FormulaModel | None) -> int:
@@ -124,29 +126,15 @@ def _read_rows(block_rows: int, columns: tuple[str, ...], formula: FormulaModel 
     return read_rows(block_rows, len(formula.term_names) if formula else len(columns) - 1)
 
 
-class _Clock:
-    """Seconds spent per stage, accumulated over the blocks of the pass."""
-
-    def __init__(self) -> None:
-        self.seconds = dict.fromkeys(STAGES, 0.0)
-
-    @contextmanager
-    def __call__(self, stage: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[stage] += time.perf_counter() - start
-
-
 def prepare_data(spec: ModelSpec, data: Location, data_dir: Location, block_rows: int = BLOCK_ROWS,
-                 decimal: str = ".", extra: Mapping[str, str] | None = None) -> Prepared:
+                 decimal: str = ".", extra: Mapping[str, str] | None = None, passes: Passes = LOCAL) -> Prepared:
     """Read, validate and store DATA for the model in one pass; raise UserInputError on bad input.
     decimal: a CSV's decimal mark; extra: columns the run needs beside the model's (the clusters of
     --cov cluster:COL) -> the option that names each, checked and stored with them, as the model's
-    weights (--weights) are."""
+    weights (--weights) are; passes: with more than one part (--dask), a Parquet table is read,
+    checked and stored part by part where passes.map runs them (tasks/ingest/parts.py)."""
     extra = ({spec.weights: f"--weights {spec.weights}"} if spec.weights else {}) | dict(extra or {})
-    clock = _Clock()
+    clock = Clock()
     with clock("load"):
         source = open_input(data, decimal)
     with clock("validate"):
@@ -155,106 +143,96 @@ def prepare_data(spec: ModelSpec, data: Location, data_dir: Location, block_rows
         else:
             columns, strings, categorical, note = formula_columns(source, spec, block_rows)
         carried = carried_columns(source, columns, extra, block_rows, strings, spec.weights)
-    kinds = _Kinds(strings, categorical, tuple(carried), tuple(name for name, text in carried.items() if text))
+    kinds = Kinds(strings, categorical, tuple(carried), tuple(name for name, text in carried.items() if text))
     # The input may be this data folder's stored copy itself: then hash it, but do not copy it.
     data_dir = location(data_dir)
     claimed = stored_copy(source.metadata, columns + kinds.extra, data_dir)
-    prepared = _pass(spec, source, columns, data_dir, block_rows, clock, claimed, kinds)
+    prepared = _pass(spec, source, columns, data_dir, block_rows, clock, claimed, kinds, passes)
     if prepared is None:  # its rows do not hash to the name it claims: store it like any input
-        prepared = _pass(spec, source, columns, data_dir, block_rows, clock, None, kinds)
+        prepared = _pass(spec, source, columns, data_dir, block_rows, clock, None, kinds, passes)
     if prepared.dropped:
         note += "; " + dropped_note(prepared.dropped, prepared.rows)
+    if prepared.parts > 1:
+        note += f"; read, checked and stored in {prepared.parts} parts on the Dask cluster's workers"
     return dataclasses.replace(prepared, selection=note)
 
 
-@dataclass(frozen=True)
-class _Kinds:
-    """A formula's columns held as text, and those used as categorical (empty without a formula); the
-    columns carried beside the model's, and those of them held as text."""
-
-    strings: tuple[str, ...]
-    categorical: tuple[str, ...]
-    extra: tuple[str, ...] = ()
-    extra_text: tuple[str, ...] = ()
-
-
 def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Path, block_rows: int,
-          clock: _Clock, claimed: str | None, kinds: _Kinds) -> Prepared | None:
-    """The streamed pass; with `claimed`, the sha256 the stored copy should have (None if it has not)."""
-    stored = columns + kinds.extra  # the model's columns, then the ones carried beside them
-    text = tuple(j for j, name in enumerate(stored) if name in kinds.strings + kinds.extra_text)
-    stats, digest = ColumnStats.empty(len(stored)), ContentHash(stored, text)
-    distinct = DistinctValues(spec.degree + int(spec.intercept))
-    missing, levels = MissingCells(stored), Levels(kinds.categorical, spec.max_levels, source.source)
-    # The Gram sums of straight-line columns, from which the geometry may come without a pass of its own
-    gram = GramSums(len(columns)) if spec.formula is None and spec.degree == 1 and not spec.weights else None
-    drop, dropped = spec.missing == "drop", 0
-    with StagedParquet(data_dir, stored, block_rows, text) if claimed is None else _no_write() as staged:
-        blocks = source.blocks(stored, block_rows)
-        while True:
-            with clock("load"):
-                raw = next(blocks, None)
-            if raw is None:
-                break
-            if not raw.rows:
-                continue
-            with clock("validate"):
-                values = check_block(raw, stored, source.where, missing, frozenset(text), drop)
-                dropped += raw.rows - len(values[0])
-                if any(missing.count) or not len(values[0]):
-                    continue  # the pass only counts the missing cells now; it fails after them
-                for name in kinds.categorical:
-                    levels.add(name, values[columns.index(name)])
-                # (k, m): its transpose is the (m, k) block, column-major; 0.0 stands in for text
-                rows_t = np.array([np.zeros(len(v)) if j in text else v for j, v in enumerate(values)])
-                with np.errstate(over="ignore"):  # squares of values beyond magnitude_limit: refused below
-                    stats = stats.merge(ColumnStats.of(rows_t.T))
-                if spec.degree > 1:
-                    distinct.add(values[1])
-                if gram is not None:
-                    gram.update(rows_t[:len(columns)].T)
-            with clock("store"):
-                digest.update(rows_t.T, {j: values[j] for j in text})
-                if staged is not None:
-                    staged.write(values)
-        missing.check()
-        sha = digest.hexdigest()
-        if claimed is not None and sha != claimed:
-            return None
-        with clock("store"):
-            if staged is not None:
-                staged.finish(source.source, sha, stats.count)
-        model = model_of(spec, columns, kinds.strings, levels) if spec.formula else None
-        path = staged.path if staged else str(stored_file(data_dir, sha))
-        if spec.weights:
-            _check_weights(stats, stored, spec.weights, path, block_rows, source)
-        stats = stats.column(slice(0, len(columns)))  # the model's columns'
-        table = ParquetTable(path, columns, stats.count, stats, _read_rows(block_rows, columns, model),
-                             levels=model.text_levels if model else {})
-        with clock("validate"):
-            check_magnitudes(stats, columns, spec.degree, source.source, partial(find_first, table), source.where)
-            design = Design(table, columns[1:], columns[0], spec.degree,
-                            model.intercept if model else spec.intercept, model)
-            if model is not None and stats.count:  # the basis needs the term columns' statistics: a pass
-                with np.errstate(over="ignore", invalid="ignore"):  # terms beyond the limits: refused below
-                    design = dataclasses.replace(design, term_stats=design.terms_stats())
-                # The same float64 limits for the terms a formula computes (I(x ** 9), x:z) as for columns.
-                terms = _TermTable(design)
-                check_magnitudes(terms.stats, terms.columns, 1, source.source, partial(find_first, terms), source.where)
-            weighting, fitted = None, None
-            if spec.weights and stats.count > design.n_params:
-                weighting = weigh(design, spec.weights)
-                fitted = whiten(design, weighting)
-                # s y and s x: the same float64 limits as the raw values (weights of 1e300 are not)
-                check_magnitudes(weighting.stats, fitted.table.columns, 1, source.source,
-                                 partial(find_first, fitted.table), source.where)
-            geometry = check_design(design, source.source, distinct.count, fitted, gram)
-        with clock("store"):
-            path = staged.publish(sha) if staged is not None else \
-                table.path if is_url(table.path) else str(Path(table.path).resolve())
+          clock: Clock, claimed: str | None, kinds: Kinds, passes: Passes = LOCAL) -> Prepared | None:
+    """The streamed pass; with `claimed`, the sha256 the stored copy should have (None if it has not).
+    passes: with more than one part, a Parquet input is read, checked and stored part by part where
+    passes.map runs them (the workers of a Dask cluster: tasks/ingest/parts.py)."""
+    if claimed is None and passes.parts > 1 and parted_ingest(source, kinds):
+        with PartsStaging(data_dir, columns + kinds.extra, block_rows) as staged:
+            fold, parts = ingest_parts(Fold(spec, source, columns, kinds, parted=True), staged, passes, clock)
+            prepared = _finish(fold, staged, data_dir, block_rows, clock, claimed, passes)
+            return dataclasses.replace(prepared, parts=parts)
+    fold = Fold(spec, source, columns, kinds)
+    with StagedParquet(data_dir, fold.stored, block_rows, fold.text) if claimed is None else _no_write() as staged:
+        fold.add_all(source.blocks(fold.stored, block_rows), staged, clock)
+        return _finish(fold, staged, data_dir, block_rows, clock, claimed)
+
+
+def _finish(fold: Fold, staged: StagedParquet | PartsStaging | None, data_dir: Path, block_rows: int, clock: Clock,
+            claimed: str | None, passes: Passes = LOCAL) -> Prepared | None:
+    """The checks that need the whole table, on the fold and on passes over the written rows (their
+    parts where passes runs them: the stored parts are where the workers read them); then the stored
+    table gets its name."""
+    spec, source, columns, kinds = fold.spec, fold.source, fold.columns, fold.kinds
+    stored, missing, levels, stats, gram, distinct, dropped = (fold.stored, fold.missing, fold.levels, fold.stats,
+                                                               fold.gram, fold.distinct, fold.dropped)
+    missing.check()
+    levels.check()
+    sha = fold.digest.hexdigest()
+    if claimed is not None and sha != claimed:
+        return None
+    with clock("store"):
+        if staged is not None:
+            staged.finish(source.source, sha, stats.count)
+    model = model_of(spec, columns, kinds.strings, levels) if spec.formula else None
+    path = staged.path if staged else str(stored_file(data_dir, sha))
+    if spec.weights:
+        _check_weights(stats, stored, spec.weights, path, block_rows, source)
+    stats = stats.column(slice(0, len(columns)))  # the model's columns'
+    table = ParquetTable(path, columns, stats.count, stats, _read_rows(block_rows, columns, model),
+                         levels=model.text_levels if model else {})
+    with clock("validate"):
+        check_magnitudes(stats, columns, spec.degree, source.source, partial(find_first, table), source.where)
+        design = Design(table, columns[1:], columns[0], spec.degree,
+                        model.intercept if model else spec.intercept, model)
+        if model is not None and stats.count:  # the basis needs the term columns' statistics: a pass
+            with np.errstate(over="ignore", invalid="ignore"):  # terms beyond the limits: refused below
+                design = dataclasses.replace(design, term_stats=_terms_stats(design, passes))
+            # The same float64 limits for the terms a formula computes (I(x ** 9), x:z) as for columns.
+            terms = _TermTable(design)
+            check_magnitudes(terms.stats, terms.columns, 1, source.source, partial(find_first, terms), source.where)
+        weighting, fitted = None, None
+        if spec.weights and stats.count > design.n_params:
+            weighting = weigh(design, spec.weights)
+            fitted = whiten(design, weighting)
+            # s y and s x: the same float64 limits as the raw values (weights of 1e300 are not)
+            check_magnitudes(weighting.stats, fitted.table.columns, 1, source.source,
+                             partial(find_first, fitted.table), source.where)
+        geometry = check_design(design, source.source, distinct.count, fitted, gram, passes)
+    with clock("store"):
+        path = staged.publish(sha) if staged is not None else \
+            table.path if is_url(table.path) else str(Path(table.path).resolve())
     return Prepared(source.source, path, sha, stats.count, columns, stats, geometry, clock.seconds, block_rows,
                     intercept=design.intercept, formula=model, term_stats=design.term_stats, dropped=dropped,
                     extra=kinds.extra, weighting=weighting)
+
+
+def _terms_stats(design: Design, passes: Passes) -> ColumnStats:
+    """A formula's term columns' statistics: one pass, part by part where passes runs them."""
+    merged = ColumnStats.empty(len(design.term_names))
+    for stats in passes.over(_part_terms_stats, design):
+        merged = merged.merge(stats)
+    return merged
+
+
+def _part_terms_stats(part: Design) -> ColumnStats:
+    with np.errstate(over="ignore", invalid="ignore"):  # terms beyond the limits: refused after the pass
+        return part.terms_stats()
 
 
 class _TermTable:

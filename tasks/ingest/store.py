@@ -26,7 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from tasks.faults import crash_point
-from tasks.storage import Location, exists, is_url, join, shown, upload
+from tasks.kernels.table import PART_MARKER
+from tasks.storage import Location, filesystem, is_url, join, shown, storage_error, upload
 from tasks.tempfiles import remove_stale, temp_name
 
 TEMP = (".tmp-", ".parquet")  # prefix and suffix of a temp file in validated/
@@ -61,7 +62,12 @@ class ContentHash:
     the hash is then sha256(the rows' digest + each text column's length and byte digests).
     """
 
-    def __init__(self, columns: tuple[str, ...], text: tuple[int, ...] = ()) -> None:
+    def __init__(self, columns: tuple[str, ...], text: tuple[int, ...] = (), parted: bool = False) -> None:
+        """parted: the hash of a part of the table that starts on a chunk boundary (no text columns):
+        chunks() returns its chunks' digests, which add_chunks() adds to the whole table's hash."""
+        if parted and text:
+            raise ValueError("a part's hash is of numeric columns only")
+        self._parted: list[bytes] | None = [] if parted else None
         self._digest = hashlib.sha256(json.dumps(list(columns)).encode("utf-8") + b"\n")
         self._text = {j: (hashlib.sha256(), hashlib.sha256()) for j in text}
         self._current = hashlib.sha256()  # the chunk being filled piece by piece
@@ -100,13 +106,31 @@ class ContentHash:
             if isinstance(head, Future) and not (every or head.done() or len(self._pending) > _IN_FLIGHT):
                 return
             self._pending.popleft()
-            self._digest.update(head.result() if isinstance(head, Future) else head)
+            digest = head.result() if isinstance(head, Future) else head
+            if self._parted is not None:
+                self._parted.append(digest)
+            else:
+                self._digest.update(digest)
 
-    def hexdigest(self) -> str:
+    def _close_chunk(self) -> None:
         if self._filled:
             self._pending.append(self._current.digest())
             self._current, self._filled = hashlib.sha256(), 0
         self._fold(every=True)
+
+    def chunks(self) -> list[bytes]:
+        """A part's chunk digests, in row order (its last chunk may be short only at the table's end)."""
+        self._close_chunk()
+        return list(self._parted or ())
+
+    def add_chunks(self, digests: list[bytes]) -> None:
+        """Add the digests of the chunks that follow (a part's, in row order), as if its rows were added."""
+        if self._filled or self._pending:
+            raise ValueError("chunks of a part follow whole chunks only")
+        self._digest.update(b"".join(digests))
+
+    def hexdigest(self) -> str:
+        self._close_chunk()
         if not self._text:
             return self._digest.hexdigest()
         parts = [self._digest.digest(), *(d.digest() for pair in self._text.values() for d in pair)]
@@ -140,8 +164,69 @@ def stored_copy(metadata: dict[bytes, bytes], columns: tuple[str, ...], data_dir
         return None
     if named != list(columns) or not re.fullmatch("[0-9a-f]{64}", sha):
         return None
-    target = stored_file(data_dir, sha)
-    return sha if (exists(target) if is_url(target) else target.is_file()) else None
+    return sha if stored_exists(stored_file(data_dir, sha)) else None
+
+
+def stored_exists(target: Location) -> bool:
+    """Whether a complete stored table is at validated/<sha>.parquet: a file, or a folder of parts
+    (written by the workers of a cluster: tasks/ingest/parts.py) with its PART_MARKER, which goes in last."""
+    if not is_url(target):
+        return Path(target).is_file() or (Path(target) / PART_MARKER).is_file()
+    fs, path = filesystem(target)
+    try:
+        return fs.isfile(path) or fs.isfile(f"{path}/{PART_MARKER}")
+    except Exception as exc:  # noqa: BLE001 - each store raises its own kinds
+        raise storage_error(target, exc) from None
+
+
+def provenance(source: str, sha: str, rows: int, columns: tuple[str, ...]) -> dict:
+    """Where a stored table came from: its footer key PROVENANCE (a folder table's PART_MARKER file)."""
+    return {"source": source, "sha256": sha, "rows": rows, "columns": list(columns),
+            "written_at": datetime.now(timezone.utc).isoformat(), "writer": "linreg-flow"}
+
+
+class RowGroupWriter:
+    """A Parquet file written from (m,) columns as they come, in row groups of block_rows rows (tiny
+    input batches wait for a whole group): plain float64 pages (text columns as strings), no
+    compression, so that the passes over it decode at memory speed."""
+
+    def __init__(self, path: str, columns: tuple[str, ...], block_rows: int, text: tuple[int, ...] = ()) -> None:
+        self.block_rows = block_rows
+        self._schema = pa.schema([(c, pa.string() if j in text else pa.float64()) for j, c in enumerate(columns)])
+        self._pending: list[list[np.ndarray]] = []
+        self._pending_rows = 0
+        self._writer = pq.ParquetWriter(path, self._schema, compression="none", use_dictionary=False)
+
+    def write(self, values: list[np.ndarray]) -> None:
+        """Append rows given as one (m,) array per column: float64, or Python strings for a text column."""
+        self._pending.append(values)
+        self._pending_rows += len(values[0])
+        if self._pending_rows >= self.block_rows:
+            self._flush(final=False)
+
+    def _flush(self, final: bool) -> None:
+        if not self._pending_rows:
+            return
+        columns = [np.concatenate(parts) if len(parts) > 1 else parts[0] for parts in zip(*self._pending)]
+        rows = self._pending_rows
+        keep = 0 if final else rows % self.block_rows  # tiny input batches wait for a whole row group
+        table = pa.Table.from_arrays([pa.array(c[: rows - keep], type=f.type) for c, f in zip(columns, self._schema)],
+                                     schema=self._schema)
+        self._writer.write_table(table, row_group_size=self.block_rows)
+        self._pending = [[c[rows - keep:] for c in columns]] if keep else []
+        self._pending_rows = keep
+
+    def close(self, metadata: dict[str, str] | None = None) -> None:
+        """Write the last rows and the footer (with metadata as its key-value pairs)."""
+        self._flush(final=True)
+        if metadata:
+            self._writer.add_key_value_metadata(metadata)
+        self._writer.close()
+
+    def abandon(self) -> None:
+        """Close the file, complete or not (its owner discards it)."""
+        if self._writer.is_open:
+            self._writer.close()
 
 
 def _nearest_folder(folder: Path) -> Path:
@@ -166,8 +251,7 @@ class StagedParquet:
         staging = Path(tempfile.gettempdir()) / "linreg-staged" if self.url else Path(data_dir)
         self.folder = staging.absolute() / "validated"
         self.block_rows, self.columns = block_rows, columns
-        self._pending: list[list[np.ndarray]] = []
-        self._pending_rows, self._created, self._named = 0, list[Path](), None
+        self._created, self._named = list[Path](), None
         self._anchor: tuple[Path, int, int] | None = None
         try:
             self._fd = os.open(_nearest_folder(self.folder), os.O_TMPFILE | os.O_RDWR, 0o666)
@@ -181,40 +265,19 @@ class StagedParquet:
             self._named = self.folder / temp_name(*TEMP)
             self._fd = os.open(self._named, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o666)
             self.path = str(self._named)
-        self._schema = pa.schema([(c, pa.string() if j in text else pa.float64()) for j, c in enumerate(columns)])
         try:
-            # Plain float64 pages: the stored file is read by several passes, they decode at memory speed.
-            self._writer = pq.ParquetWriter(self.path, self._schema, compression="none", use_dictionary=False)
+            self._writer = RowGroupWriter(self.path, columns, block_rows, text)
         except BaseException:
             self._discard()
             raise
 
     def write(self, values: list[np.ndarray]) -> None:
         """Append rows given as one (m,) array per column: float64, or Python strings for a text column."""
-        self._pending.append(values)
-        self._pending_rows += len(values[0])
-        if self._pending_rows >= self.block_rows:
-            self._flush(final=False)
-
-    def _flush(self, final: bool) -> None:
-        if not self._pending_rows:
-            return
-        columns = [np.concatenate(parts) if len(parts) > 1 else parts[0] for parts in zip(*self._pending)]
-        rows = self._pending_rows
-        keep = 0 if final else rows % self.block_rows  # tiny input batches wait for a whole row group
-        table = pa.Table.from_arrays([pa.array(c[: rows - keep], type=f.type) for c, f in zip(columns, self._schema)],
-                                     schema=self._schema)
-        self._writer.write_table(table, row_group_size=self.block_rows)
-        self._pending = [[c[rows - keep:] for c in columns]] if keep else []
-        self._pending_rows = keep
+        self._writer.write(values)
 
     def finish(self, source: str, sha: str, rows: int) -> None:
         """Write the last rows and the provenance (footer key-value metadata), then fsync."""
-        self._flush(final=True)
-        provenance = {"source": source, "sha256": sha, "rows": rows, "columns": list(self.columns),
-                      "written_at": datetime.now(timezone.utc).isoformat(), "writer": "linreg-flow"}
-        self._writer.add_key_value_metadata({PROVENANCE.decode(): json.dumps(provenance)})
-        self._writer.close()
+        self._writer.close({PROVENANCE.decode(): json.dumps(provenance(source, sha, rows, self.columns))})
         os.fsync(self._fd)
 
     def publish(self, sha: str) -> str:
@@ -222,14 +285,14 @@ class StagedParquet:
         (its URL, for a data folder on an object store)."""
         if self.url is not None:
             target = stored_file(self.url, sha)
-            if not exists(target):
+            if not stored_exists(target):
                 upload(self.path, target)
             return shown(target)
         self.folder.mkdir(parents=True, exist_ok=True)
         self._created, self._anchor = [], None
         target = stored_file(self.folder.parent, sha)
         remove_stale(self.folder, (TEMP,))  # what a killed run left; one listdir
-        if target.exists():
+        if stored_exists(target):
             return str(target.resolve())
         if self._named is None:
             self._named = self.folder / temp_name(*TEMP)
@@ -249,8 +312,7 @@ class StagedParquet:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._writer.is_open:
-            self._writer.close()
+        self._writer.abandon()
         self._discard()
 
     def _discard(self) -> None:

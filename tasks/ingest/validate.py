@@ -13,6 +13,7 @@ from tasks.errors import UserInputError
 from tasks.ingest.cells import Where
 from tasks.kernels.design import Design
 from tasks.kernels.gram import GramSums, gram_geometry
+from tasks.kernels.passes import LOCAL, Passes
 from tasks.kernels.table import ColumnStats, ParquetTable
 from tasks.kernels.tsqr import Geometry, design_geometry
 from tasks.wording import counted
@@ -125,12 +126,12 @@ class DistinctValues:
 
 
 def check_design(design: Design, source: str, distinct: int, fitted: Design | None = None,
-                 gram: GramSums | None = None) -> Geometry:
+                 gram: GramSums | None = None, passes: Passes = LOCAL) -> Geometry:
     """Enough rows, a target that varies (R² needs it), no constant predictor beside the intercept, enough distinct x for the degree,
     and a design of full rank; return its geometry (one pass over its table). fitted: the design the
     fit runs on when it is not the model's own (the whitened rows of --weights): its rank and geometry.
     gram: the Gram sums of the pass that read the rows, from which the geometry comes without a pass
-    where that is as accurate (kernels/gram.py)."""
+    where that is as accurate (kernels/gram.py); passes: where the TSQR pass's parts run."""
     names = design.term_names
     if design.n <= design.n_params:
         params = ("intercept + " if design.intercept else "") + ", ".join(names)
@@ -164,14 +165,14 @@ def check_design(design: Design, source: str, distinct: int, fitted: Design | No
             f"{source}: column {design.names[0]!r} has {distinct} distinct values; "
             f"option --degree {design.degree} needs at least {needed}"
         )
-    return _full_rank(fitted or design, source, gram if fitted is None else None)
+    return _full_rank(fitted or design, source, gram if fitted is None else None, passes)
 
 
-def _full_rank(design: Design, source: str, gram: GramSums | None = None) -> Geometry:
+def _full_rank(design: Design, source: str, gram: GramSums | None = None, passes: Passes = LOCAL) -> Geometry:
     """The design's geometry (from the Gram sums, else one TSQR pass), or UserInputError naming the
     columns that make it rank deficient."""
     names = design.term_names
-    geometry = (gram_geometry(design, gram) if gram is not None else None) or design_geometry(design)
+    geometry = (gram_geometry(design, gram) if gram is not None else None) or design_geometry(design, passes=passes)
     # W = QR with orthonormal Q: R has W's singular values and right singular vectors.
     s, vt = geometry.singular_values()
     # numpy.linalg.matrix_rank's tolerance, on the well-conditioned twin of the design.

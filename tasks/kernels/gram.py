@@ -60,6 +60,12 @@ class GramSums:
             compiled.preload()
 
 
+    def merge(self, other: GramSums) -> None:
+        """Add the sums of the rows that follow (another part of the table's)."""
+        self.gram, self.sums = dd.add(self.gram, other.gram), dd.add(self.sums, other.sums)
+        self.rows += other.rows
+
+
 def stats_and_gram(blocks, k: int) -> tuple[ColumnStats, GramSums]:
     """One pass over (m, k) blocks: their column statistics and Gram sums."""
     stats, gram = ColumnStats.empty(k), GramSums(k)
