@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -219,8 +220,14 @@ def test_a_parquet_table_of_part_files_splits_over_files(tmp_path):
     (folder / "_linreg.json").write_text("{}")
     table = ParquetTable(str(folder), ("y", "x1"), 1000, ColumnStats.empty(2), block_rows=100)
     want = frame[["y", "x1"]].to_numpy()
-    for parts in (1, 2, 5, 11):
+    for parts in (1, 2, 5, 11, 100):
         pieces = table.split(parts)
         assert [p.rows for p in pieces] and sum(p.rows for p in pieces) == 1000
         np.testing.assert_array_equal(np.concatenate([b for p in pieces for b in p.blocks()]), want)
+        # A part travels (pickled) with the layout of its own files only, and splits again.
+        travelled = [pickle.loads(pickle.dumps(p)) for p in pieces]
+        assert all(len(p.layout) <= len(table.layout) for p in travelled)
+        again = [q for p in travelled for q in p.split(3)]
+        np.testing.assert_array_equal(np.concatenate([b for q in again for b in q.blocks()]), want)
+    assert [len(p.layout) for p in table.split(3)] == [1, 2, 1]  # groups 0-2 (file 0) | 3-5 (files 1, 2) | 6-9 (file 2)
     np.testing.assert_array_equal(np.concatenate(list(table.column_blocks("x1"))), want[:, 1])

@@ -210,7 +210,8 @@ class ParquetInput:
                 return batch.to_pandas()
         return self.schema.empty_table().to_pandas()
 
-    def blocks(self, names: tuple[str, ...], block_rows: int, rows: tuple[int, int] | None = None) -> Iterator[RawBlock]:
+    def blocks(self, names: tuple[str, ...], block_rows: int,
+               rows: tuple[int, int] | None = None) -> Iterator[RawBlock]:
         """The rows (rows=(a, b): only a to b-1) in blocks of at most block_rows, with their row numbers."""
         first = 0 if rows is None else rows[0]
         for _, batch in self._batches(list(names), block_rows, rows):

@@ -208,21 +208,21 @@ class PartsStaging:
     def publish(self, sha: str) -> str:
         """Name the complete folder validated/<sha>.parquet (unless a stored table is there already);
         return its absolute path (its URL on an object store)."""
-        self._published = True
         if self.url is not None:
-            return self._publish_url(sha)
-        self._created, self._anchor = [], None
+            shown_target = self._publish_url(sha)
+            self._published = True
+            return shown_target
         target = stored_file(self.folder.parent, sha)
         remove_stale(self.folder, (TEMP,))  # what a killed run left (never ours: this process runs)
         crash_point("stored-temp")
         if not stored_exists(target):
             try:
                 os.rename(self.path, target)  # atomic; fails on a non-empty folder or a file of that name
-                return str(target.resolve())
             except OSError:
                 if not stored_exists(target):
                     raise
-        shutil.rmtree(self.path, ignore_errors=True)  # the same content, stored by someone else
+        self._published = True
+        shutil.rmtree(self.path, ignore_errors=True)  # renamed: gone; else the same content, stored by someone else
         return str(target.resolve())
 
     def _publish_url(self, sha: str) -> str:

@@ -165,9 +165,9 @@ class ParquetTable:
     memory): one file, or a folder of part files read one after another (part_files).
 
     rows and stats come from the pass that validated the file; row_groups: the part of the table
-    this table covers, numbered over all its files in order (None: all), so that workers can each
-    take a share; levels: for a string column, its sorted levels: a block holds the index of each
-    value in them (as float64).
+    this table covers, numbered over the files of its layout in order (None: all), so that workers
+    can each take a share (a part's layout holds only its own files); levels: for a string column,
+    its sorted levels: a block holds the index of each value in them (as float64).
     """
 
     path: str
@@ -196,12 +196,16 @@ class ParquetTable:
         sizes = self._group_rows()
         groups = self.row_groups if self.row_groups is not None else tuple(range(len(sizes)))
         bounds = np.linspace(0, len(groups), max(1, min(parts, len(groups))) + 1).astype(int)
+        firsts = np.cumsum([0] + [len(g) for _, g in self.layout])  # each file's first group, numbered over all
         out = []
         for a, b in zip(bounds[:-1], bounds[1:]):
             chosen = groups[a:b]
+            # The part carries the layout of its own files only (not every file's, to every worker).
+            lo = int(np.searchsorted(firsts, chosen[0], side="right")) - 1 if chosen else 0
+            hi = int(np.searchsorted(firsts, chosen[-1], side="right")) if chosen else 0
             table = ParquetTable(self.path, self.columns, sum(sizes[g] for g in chosen), self.stats, self.block_rows,
-                                 chosen, self.levels)
-            table.__dict__["layout"] = self.layout  # known: not read again (it travels with the part)
+                                 tuple(g - int(firsts[lo]) for g in chosen), self.levels)
+            table.__dict__["layout"] = self.layout[lo:hi]  # known: not read again
             out.append(table)
         return out
 
