@@ -100,7 +100,7 @@ def test_parts_give_the_one_machine_hash_rows_and_fit_state(tmp_path, parts):
     assert many.stats.count == one.stats.count == len(frame)
     for key in ("mean", "m2", "min", "max"):
         np.testing.assert_allclose(getattr(many.stats, key), getattr(one.stats, key), rtol=1e-14, atol=0)
-    np.testing.assert_allclose(many.geometry.R, one.geometry.R, rtol=1e-12, atol=1e-12 * np.abs(one.geometry.R).max())
+    _same_geometry(many, one)
     # The passes over the folder table read the stored rows in order, whole or split into parts.
     table = many.table()
     whole = np.concatenate(list(table.blocks()))
@@ -164,14 +164,36 @@ def test_too_many_levels_over_the_parts_together_is_refused(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
-def test_text_columns_and_csv_are_read_in_one_piece(tmp_path):
-    """A table with text columns is hashed as whole columns, a CSV cannot be cut unread: one part."""
-    frame = _frame(2 * CHUNK + 10)
-    frame["g"] = np.where(frame["x2"] > 3, "a", "b")
-    data = _folder(frame, tmp_path / "in", ())
-    many = prepare_data(ModelSpec(formula="y ~ x1 + g"), data, tmp_path / "d", passes=Passes(local_map, 3))
-    assert many.parts == 1 and Path(many.path).is_file()
-    frame.drop(columns="g").to_csv(tmp_path / "t.csv", index=False)
+@pytest.mark.parametrize("missing", ["error", "drop"])
+def test_text_columns_in_parts_give_the_one_machine_hash_levels_and_rows(tmp_path, missing):
+    """A formula's text columns (and a text cluster column) are checked, hashed per chunk and stored
+    by the parts; with --missing drop leaving rows out of the first part, the hash comes from a second
+    pass over the stored parts."""
+    frame = _frame(3 * CHUNK + 10)
+    frame["g"] = np.where(frame["x2"] > 3, "ab", "é")  # a two-byte character: lengths are bytes
+    frame["site"] = [f"s{i % 5}" for i in range(len(frame))]
+    if missing == "drop":
+        frame.loc[[7, CHUNK + 1], "g"] = None
+    data = _folder(frame, tmp_path / "in", (90_000,))
+    spec = ModelSpec(formula="y ~ x1 + g", missing=missing)
+    one = prepare_data(spec, data, tmp_path / "one", extra={"site": "--cov cluster:site"})
+    many = prepare_data(spec, data, tmp_path / "many", passes=Passes(local_map, 3),
+                        extra={"site": "--cov cluster:site"})
+    assert many.parts == 3 and many.sha256 == one.sha256 and many.dropped == one.dropped
+    assert many.formula.levels == one.formula.levels == {"g": ("ab", "é")}
+    assert pq.read_table(many.path).equals(pq.read_table(one.path))
+    _same_geometry(many, one)
+
+
+def _same_geometry(a, b) -> None:
+    """The same R factor up to the signs of its rows (a TSQR's are arbitrary): R^T R, to rounding."""
+    ga, gb = a.geometry.R.T @ a.geometry.R, b.geometry.R.T @ b.geometry.R
+    np.testing.assert_allclose(ga, gb, rtol=1e-12, atol=1e-12 * np.abs(gb).max())
+
+
+def test_csv_is_read_in_one_piece(tmp_path):
+    """A CSV file cannot be cut into parts without reading it: one part, one stored file."""
+    _frame(2 * CHUNK + 10).to_csv(tmp_path / "t.csv", index=False)
     csv = prepare_data(ModelSpec(target="y", features=("x1",)), tmp_path / "t.csv", tmp_path / "c",
                        passes=Passes(local_map, 3))
     assert csv.parts == 1 and Path(csv.path).is_file()

@@ -115,6 +115,49 @@ def test_the_chunked_hash_is_the_same_for_any_blocks_across_chunk_boundaries(blo
     assert digest.hexdigest() != _oracle_sha256(["y", "a", "b"], data)
 
 
+def _oracle_text_sha256(columns: list[str], numbers: np.ndarray, texts: dict[int, list[str]]) -> str:
+    """The documented hash of a table with text columns, in one go: per chunk of 65536 rows, the
+    SHA-256 of its rows' digest (0.0 in the text columns) then, column by column, the digests of its
+    values' UTF-8 byte lengths (uint32 little-endian) and of their bytes."""
+    rows = np.asarray(numbers, dtype="<f8")
+    digests = b""
+    for a in range(0, len(rows), 65536):
+        inner = hashlib.sha256(rows[a:a + 65536].tobytes(order="C")).digest()
+        for j in sorted(texts):
+            encoded = [v.encode("utf-8") for v in texts[j][a:a + 65536]]
+            inner += hashlib.sha256(np.array([len(e) for e in encoded], dtype="<u4").tobytes()).digest()
+            inner += hashlib.sha256(b"".join(encoded)).digest()
+        digests += hashlib.sha256(inner).digest()
+    return hashlib.sha256(json.dumps(columns).encode() + b"\n" + digests).hexdigest()
+
+
+@pytest.mark.parametrize("blocks", [[65536, 65536, 8], [30000, 70000, 31080], [1, 65535, 65536, 8]])
+def test_text_columns_are_hashed_per_chunk_as_documented_and_parts_add_up(blocks):
+    """Text columns: the oracle's hash for any blocks; and two parts cut on the chunk boundary, each
+    hashed on its own (parted), give the same hash through add_chunks."""
+    rng = np.random.default_rng(4)
+    n = sum(blocks)
+    numbers = rng.normal(size=(n, 3))
+    numbers[:, 1] = 0.0  # column 1 is text
+    texts = {1: [("é" if v else "ab") + str(i % 3) for i, v in enumerate(rng.integers(0, 2, n))]}
+    want = _oracle_text_sha256(["y", "g", "x"], numbers, texts)
+    digest, at = ContentHash(("y", "g", "x"), (1,)), 0
+    for m in blocks:
+        digest.update(numbers[at:at + m], {1: np.array(texts[1][at:at + m], dtype=object)})
+        at += m
+    assert digest.hexdigest() == want
+    whole = ContentHash(("y", "g", "x"), (1,))
+    for a, b in [(0, 65536), (65536, n)]:
+        part = ContentHash(("y", "g", "x"), (1,), parted=True)
+        part.update(numbers[a:b], {1: np.array(texts[1][a:b], dtype=object)})
+        whole.add_chunks(part.chunks())
+    assert whole.hexdigest() == want
+    texts[1][70000] = texts[1][70000] + " "  # one value's change changes it
+    changed = ContentHash(("y", "g", "x"), (1,))
+    changed.update(numbers, {1: np.array(texts[1], dtype=object)})
+    assert changed.hexdigest() == _oracle_text_sha256(["y", "g", "x"], numbers, texts) != want
+
+
 def test_the_parquet_round_trips_the_values_exactly(tmp_path):
     """Reading the stored file gives back every float64 bit for bit, columns in order."""
     frame = pd.DataFrame({"y": [0.1, 1 / 3, -2.5e-300, 1e308, -0.0], "x": [1.0, 2.0, 3.0, 4.0, 5.0]})

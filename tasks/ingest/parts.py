@@ -16,8 +16,8 @@ a stored table (store.stored_exists), and a later run of this host removes what 
 
 Where --missing drop left rows out of a part before the last, its kept rows no longer start on a
 chunk boundary: the hash is then computed by a second pass, part by part, over the stored parts.
-A CSV file, and tables with text columns, are read on the machine that starts the run (prepare.py):
-a CSV cannot be cut into parts without reading it, and text columns are hashed as whole columns.
+A CSV file is read on the machine that starts the run (prepare.py): it cannot be cut into parts
+without reading it.
 """
 
 from __future__ import annotations
@@ -47,9 +47,9 @@ from tasks.storage import Location, filesystem, is_url, join, shown, storage_err
 from tasks.tempfiles import is_stale, remove_stale, temp_name
 
 
-def parted_ingest(source: Input, kinds: Kinds) -> bool:
-    """Whether the input can be ingested part by part: Parquet, and no text column."""
-    return isinstance(source, ParquetInput) and not kinds.strings and not kinds.extra_text
+def parted_ingest(source: Input) -> bool:
+    """Whether the input can be ingested part by part: Parquet (a file, a folder, a prefix)."""
+    return isinstance(source, ParquetInput)
 
 
 def part_bounds(rows: int, parts: int) -> list[tuple[int, int]]:
@@ -94,7 +94,7 @@ def ingest_part(job: PartJob) -> PartResult:
     fold = Fold(job.spec, job.source, job.columns, job.kinds, parted=True)
     local = job.file if not is_url(job.file) else Path(tempfile.mkdtemp(prefix="linreg-part-")) / "part.parquet"
     try:
-        writer = RowGroupWriter(str(local), fold.stored, job.block_rows)
+        writer = RowGroupWriter(str(local), fold.stored, job.block_rows, fold.text)
         try:
             fold.add_all(job.source.blocks(fold.stored, job.block_rows, job.rows), writer, clock)
         except UserInputError as exc:
@@ -125,7 +125,7 @@ def ingest_parts(fold: Fold, staged: PartsStaging, passes: Passes, clock: Clock)
         if result.error is not None:
             raise UserInputError(result.error)
     realigned = any(r.dropped for r in results[:-1])  # rows left out: the parts' kept rows miss the chunks
-    digests = _rehash(staged, fold.stored, passes) if realigned and not any(any(r.missing[0]) for r in results) \
+    digests = _rehash(staged, fold.stored, fold.text, passes) if realigned and not any(any(r.missing[0]) for r in results) \
         else [d for r in results for d in r.digests]
     whole.digest.add_chunks(digests)
     for result in results:
@@ -152,22 +152,26 @@ class HashJob:
 
     table: ParquetInput
     columns: tuple[str, ...]
+    text: tuple[int, ...]
     rows: tuple[int, int]
 
 
 def hash_part(job: HashJob) -> tuple[bytes, ...]:
-    digest = ContentHash(job.columns, parted=True)
+    digest = ContentHash(job.columns, job.text, parted=True)
     for raw in job.table.blocks(job.columns, HASH_CHUNK_ROWS, job.rows):
-        digest.update(np.column_stack([np.asarray(c, dtype=np.float64) for c in raw.columns]))
+        values = [c.to_numpy(zero_copy_only=False) for c in raw.columns]
+        rows = np.column_stack([np.zeros(len(v)) if j in job.text else v.astype(np.float64)
+                                for j, v in enumerate(values)])
+        digest.update(rows, {j: values[j] for j in job.text})
     return tuple(digest.chunks())
 
 
-def _rehash(staged: PartsStaging, columns: tuple[str, ...], passes: Passes) -> list[bytes]:
+def _rehash(staged: PartsStaging, columns: tuple[str, ...], text: tuple[int, ...], passes: Passes) -> list[bytes]:
     """The chunk digests of the stored parts' rows, where --missing drop left rows out of a part
     before the last: a second pass, part by part, over the stored rows (the kept rows of a part do
     not start on a chunk boundary of the table)."""
     table = open_input(staged.path)
-    jobs = [HashJob(table, columns, rows) for rows in part_bounds(table.starts[-1], passes.parts)]
+    jobs = [HashJob(table, columns, text, rows) for rows in part_bounds(table.starts[-1], passes.parts)]
     return [d for digests in passes.map(hash_part, jobs) for d in digests]
 
 

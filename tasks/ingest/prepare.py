@@ -162,7 +162,7 @@ def _pass(spec: ModelSpec, source: Input, columns: tuple[str, ...], data_dir: Pa
     """The streamed pass; with `claimed`, the sha256 the stored copy should have (None if it has not).
     passes: with more than one part, a Parquet input is read, checked and stored part by part where
     passes.map runs them (the workers of a Dask cluster: tasks/ingest/parts.py)."""
-    if claimed is None and passes.parts > 1 and parted_ingest(source, kinds):
+    if claimed is None and passes.parts > 1 and parted_ingest(source):
         with PartsStaging(data_dir, columns + kinds.extra, block_rows) as staged:
             fold, parts = ingest_parts(Fold(spec, source, columns, kinds, parted=True), staged, passes, clock)
             prepared = _finish(fold, staged, data_dir, block_rows, clock, claimed, passes)
@@ -208,7 +208,7 @@ def _finish(fold: Fold, staged: StagedParquet | PartsStaging | None, data_dir: P
             check_magnitudes(terms.stats, terms.columns, 1, source.source, partial(find_first, terms), source.where)
         weighting, fitted = None, None
         if spec.weights and stats.count > design.n_params:
-            weighting = weigh(design, spec.weights)
+            weighting = weigh(design, spec.weights, passes)
             fitted = whiten(design, weighting)
             # s y and s x: the same float64 limits as the raw values (weights of 1e300 are not)
             check_magnitudes(weighting.stats, fitted.table.columns, 1, source.source,

@@ -57,22 +57,21 @@ class ContentHash:
     stream, sha256(header + rows): the same table now has another name.)
 
     A table with text columns (a formula's categorical columns, `text`: their indexes) has 0.0 in
-    their place in those rows, and each text column is hashed on its own, as two streams over its
-    rows in order: the UTF-8 byte length of each value (uint32 little-endian) and the values' bytes;
-    the hash is then sha256(the rows' digest + each text column's length and byte digests).
+    their place in those rows, and each chunk's text values are hashed beside its numbers: for each
+    text column in order, the UTF-8 byte length of each value (uint32 little-endian) and the values'
+    bytes, each as one SHA-256; then D_i = sha256(the rows' digest + those digests, column by column).
     """
 
     def __init__(self, columns: tuple[str, ...], text: tuple[int, ...] = (), parted: bool = False) -> None:
-        """parted: the hash of a part of the table that starts on a chunk boundary (no text columns):
-        chunks() returns its chunks' digests, which add_chunks() adds to the whole table's hash."""
-        if parted and text:
-            raise ValueError("a part's hash is of numeric columns only")
+        """parted: the hash of a part of the table that starts on a chunk boundary: chunks() returns
+        its chunks' digests, which add_chunks() adds to the whole table's hash."""
         self._parted: list[bytes] | None = [] if parted else None
         self._digest = hashlib.sha256(json.dumps(list(columns)).encode("utf-8") + b"\n")
-        self._text = {j: (hashlib.sha256(), hashlib.sha256()) for j in text}
-        self._current = hashlib.sha256()  # the chunk being filled piece by piece
+        self._text = text
+        self._current = _ChunkHash(text)  # the chunk being filled piece by piece
         self._filled = 0  # its rows so far
-        self._pending: deque[Future | bytes] = deque()  # chunk digests in row order (some computing)
+        # Chunk digests in row order; some computing: (its rows' digest on a thread, its text digests)
+        self._pending: deque[tuple[Future, bytes] | bytes] = deque()
 
     def update(self, block: np.ndarray, texts: dict[int, np.ndarray] | None = None) -> None:
         """block: (m, k) float64 rows (0.0 in the text columns); texts: column index -> (m,) strings."""
@@ -81,32 +80,32 @@ class ContentHash:
         while at < len(rows):
             take = min(HASH_CHUNK_ROWS - self._filled, len(rows) - at)
             piece = rows[at:at + take]
+            pieces = {j: texts[j][at:at + take] for j in self._text}
             if take == HASH_CHUNK_ROWS:  # a whole chunk (blocks of 65536 rows: every one): on a thread
                 if np.may_share_memory(piece, block):  # hashed later: never the caller's buffer
                     piece = piece.copy()
-                self._pending.append(_hasher().submit(_sha256, piece))
+                whole = _ChunkHash(self._text)
+                whole.add_text(pieces)
+                self._pending.append((_hasher().submit(_sha256, piece), whole.text_digests()))
             else:  # a chunk that straddles blocks: fed piece by piece here, nothing buffered
-                self._current.update(piece)
+                self._current.rows.update(piece)
+                self._current.add_text(pieces)
                 self._filled += take
                 if self._filled == HASH_CHUNK_ROWS:
                     self._pending.append(self._current.digest())
-                    self._current, self._filled = hashlib.sha256(), 0
+                    self._current, self._filled = _ChunkHash(self._text), 0
             at += take
             self._fold()
-        for j, (lengths, data) in self._text.items():
-            encoded = [v.encode("utf-8") for v in texts[j]]
-            lengths.update(np.array([len(e) for e in encoded], dtype="<u4").tobytes())
-            data.update(b"".join(encoded))
 
     def _fold(self, every: bool = False) -> None:
         """Add the chunk digests that are ready (every one: wait for them) to the running hash, in
         order; at most _IN_FLIGHT chunks stay computing (each holds its chunk's bytes)."""
         while self._pending:
             head = self._pending[0]
-            if isinstance(head, Future) and not (every or head.done() or len(self._pending) > _IN_FLIGHT):
+            if isinstance(head, tuple) and not (every or head[0].done() or len(self._pending) > _IN_FLIGHT):
                 return
             self._pending.popleft()
-            digest = head.result() if isinstance(head, Future) else head
+            digest = head if isinstance(head, bytes) else _chunk_digest(head[0].result(), head[1], self._text)
             if self._parted is not None:
                 self._parted.append(digest)
             else:
@@ -115,7 +114,7 @@ class ContentHash:
     def _close_chunk(self) -> None:
         if self._filled:
             self._pending.append(self._current.digest())
-            self._current, self._filled = hashlib.sha256(), 0
+            self._current, self._filled = _ChunkHash(self._text), 0
         self._fold(every=True)
 
     def chunks(self) -> list[bytes]:
@@ -131,10 +130,32 @@ class ContentHash:
 
     def hexdigest(self) -> str:
         self._close_chunk()
-        if not self._text:
-            return self._digest.hexdigest()
-        parts = [self._digest.digest(), *(d.digest() for pair in self._text.values() for d in pair)]
-        return hashlib.sha256(b"".join(parts)).hexdigest()
+        return self._digest.hexdigest()
+
+
+class _ChunkHash:
+    """One chunk's hashes while it is filled: its rows', and each text column's lengths and bytes."""
+
+    def __init__(self, text: tuple[int, ...]) -> None:
+        self.rows = hashlib.sha256()
+        self.text = {j: (hashlib.sha256(), hashlib.sha256()) for j in text}
+
+    def add_text(self, pieces: dict[int, np.ndarray]) -> None:
+        for j, (lengths, data) in self.text.items():
+            encoded = [v.encode("utf-8") for v in pieces[j]]
+            lengths.update(np.array([len(e) for e in encoded], dtype="<u4").tobytes())
+            data.update(b"".join(encoded))
+
+    def text_digests(self) -> bytes:
+        return b"".join(d.digest() for pair in self.text.values() for d in pair)
+
+    def digest(self) -> bytes:
+        return _chunk_digest(self.rows.digest(), self.text_digests(), tuple(self.text))
+
+
+def _chunk_digest(rows: bytes, text: bytes, columns: tuple[int, ...]) -> bytes:
+    """D_i: the rows' digest alone for a table of numbers, else sha256(it + the text columns' digests)."""
+    return hashlib.sha256(rows + text).digest() if columns else rows
 
 
 def _hasher() -> ThreadPoolExecutor:

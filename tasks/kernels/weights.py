@@ -19,10 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
+from functools import partial
 
 import numpy as np
 
 from tasks.kernels.design import Design
+from tasks.kernels.passes import LOCAL, Passes
 from tasks.kernels.table import ColumnStats
 
 INTERCEPT = "intercept"  # the whitened design's name for the column s (the model's intercept)
@@ -129,32 +131,60 @@ class WhitenedTable:
         return self.raw.table.column_blocks(name)
 
 
-def weigh(design: Design, column: str) -> Weighting:
-    """The weighting pass over the model's design and its weights (finite and > 0, checked on ingest)."""
+@dataclass
+class _WeighFold:
+    """What the weighting pass gathers from some consecutive rows (a part of the design)."""
+
+    stats: ColumnStats
+    total: float
+    mean: np.ndarray
+    m2: np.ndarray
+    half_log: list[float]
+    roots: list[float]
+    cross: np.ndarray
+
+    def add(self, total: float, mean: np.ndarray, m2: np.ndarray) -> None:
+        """Chan's update with weights: the weighted means and sums w (v - mean)^2 of rows that follow."""
+        d, new = mean - self.mean, self.total + total
+        self.mean, self.m2 = self.mean + d * (total / new), self.m2 + m2 + d * d * (self.total * (total / new))
+        self.total = new
+
+
+def _weigh_part(column: str, design: Design) -> _WeighFold:
     k, q = int(design.intercept), len(design.term_names)
-    stats = ColumnStats.empty(1 + k + q)
-    total, mean, m2 = 0.0, np.zeros(1 + q), np.zeros(1 + q)
-    half_log, roots, cross = [], [], np.zeros(k + q)
+    fold = _WeighFold(ColumnStats.empty(1 + k + q), 0.0, np.zeros(1 + q), np.zeros(1 + q), [], [], np.zeros(k + q))
     for (features, y), w in zip(design.blocks(), _weights(design, column), strict=True):
         if not len(y):
             continue
         terms = design.terms_of(features)
         rows = whitened_block(design, terms, y, w)
-        stats = stats.merge(ColumnStats.of(rows))
+        fold.stats = fold.stats.merge(ColumnStats.of(rows))
         s = rows[:, 1] if k else np.sqrt(w)
-        cross += s @ rows[:, 1:]
-        roots.append(float(s @ s))
-        half_log.append(0.5 * float(np.sum(np.log(w))))
-        # Chan's update with weights: the block's weighted means and sums w (v - mean)^2 of [y, terms]
+        fold.cross += s @ rows[:, 1:]
+        fold.roots.append(float(s @ s))
+        fold.half_log.append(0.5 * float(np.sum(np.log(w))))
         raw = np.column_stack([y, terms])
         wb = float(np.sum(w))
         mb = (w @ raw) / wb
-        m2b = w @ (raw - mb) ** 2
-        d, new = mb - mean, total + wb
-        mean, m2 = mean + d * (wb / new), m2 + m2b + d * d * (total * (wb / new))
-        total = new
-    return Weighting(column, design.intercept, stats, total, tuple(map(float, mean)), tuple(map(float, m2)),
-                     math.fsum(half_log), tuple(map(float, cross)), math.fsum(roots))
+        fold.add(wb, mb, w @ (raw - mb) ** 2)
+    return fold
+
+
+def weigh(design: Design, column: str, passes: Passes = LOCAL) -> Weighting:
+    """The weighting pass over the model's design and its weights (finite and > 0, checked on ingest),
+    part by part where passes runs them, merged in row order."""
+    folds = passes.over(partial(_weigh_part, column), design)
+    whole = folds[0]
+    for fold in folds[1:]:
+        if fold.total:
+            whole.stats = whole.stats.merge(fold.stats)
+            whole.cross = whole.cross + fold.cross
+            whole.roots += fold.roots
+            whole.half_log += fold.half_log
+            whole.add(fold.total, fold.mean, fold.m2)
+    return Weighting(column, design.intercept, whole.stats, whole.total, tuple(map(float, whole.mean)),
+                     tuple(map(float, whole.m2)), math.fsum(whole.half_log), tuple(map(float, whole.cross)),
+                     math.fsum(whole.roots))
 
 
 def whiten(design: Design, weighting: Weighting) -> Design:
