@@ -276,3 +276,38 @@ def test_linreg_run_dask_runs_its_passes_on_a_local_cluster_and_gets_the_local_a
     exact = json.loads((version / "coefficients.json").read_text())["exact"]
     local = fit_exact(Design.from_arrays(X, y, ("x1", "x2", "x3")))
     np.testing.assert_allclose([exact["intercept"], *exact["coefficients"]], local.params, rtol=4e-16, atol=0)
+
+
+def test_linreg_run_dask_address_ingests_on_the_schedulers_worker(tmp_path):
+    """`linreg run DATA --dask SCHEDULER_FILE` with `dask scheduler` + one `dask worker` process: the
+    ingest's parts (one thread: 2 of them) run on that worker, the stored table is their folder of
+    parts, and its content hash is the one-piece pass's."""
+    from tasks.config import ModelSpec
+    from tasks.ingest.prepare import prepare_data
+    from tests.prefect_server import BIN, cli_env
+
+    rng = np.random.default_rng(5)
+    rows = 3 * 65536 + 5
+    X = rng.normal(size=(rows, 2))
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"y": 1.0 + X @ [2.0, -1.0] + rng.normal(size=rows), "x1": X[:, 0], "x2": X[:, 1]}),
+                   path, row_group_size=50_000)
+    scheduler_file = tmp_path / "scheduler.json"
+    with _dask_processes(tmp_path) as start:
+        scheduler = start("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                          "--scheduler-file", str(scheduler_file))
+        address = _address_in(scheduler_file, scheduler)
+        start("worker", address, "--no-nanny", "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1",
+              "--death-timeout", str(DEADLINE), "--local-directory", str(tmp_path / "w"))
+        result = subprocess.run(
+            [str(BIN / "linreg"), "run", str(path), "--dask", str(scheduler_file), "--epochs", "5",
+             "--artifacts-dir", str(tmp_path / "artifacts"), "--data-dir", str(tmp_path / "data")],
+            cwd=REPO, env=cli_env(tmp_path / "home"), capture_output=True, text=True,
+            stdin=subprocess.DEVNULL, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "read, checked and stored in 2 parts on the Dask cluster's workers" in result.stderr
+    sha = prepare_data(ModelSpec(), path, tmp_path / "local").sha256
+    stored = tmp_path / "data" / "validated" / f"{sha}.parquet"
+    assert sorted(p.name for p in stored.iterdir()) == ["_linreg.json", "part-00000.parquet", "part-00001.parquet"]
+    version = Path(result.stdout.strip().splitlines()[-1])
+    assert json.loads((version / "manifest.json").read_text())["data"]["parquet"] == str(stored)

@@ -326,6 +326,48 @@ def test_a_run_with_everything_in_the_bucket_on_a_local_dask_cluster(s3, tmp_pat
     assert not (tmp_path / "s3:").exists()  # nothing local was named after the URL
 
 
+def _parted_table(tmp_path: Path, bad_row: int | None = None) -> Path:
+    """2 chunks and 10 rows of the content hash as a local Parquet file (2 parts), a bad value at bad_row."""
+    table = _table(2 * 65536 + 10, seed=9)
+    if bad_row is not None:
+        x1 = table.column("x1").to_numpy().copy()
+        x1[bad_row] = np.inf
+        table = table.set_column(0, "x1", pa.array(x1))
+    path = tmp_path / "parted.parquet"
+    pq.write_table(table, path)
+    return path
+
+
+def test_parts_stored_in_the_bucket_clean_up_after_a_dead_writer_and_after_bad_input(s3, tmp_path):
+    """Parts written to --data-dir in the bucket: a temporary prefix of a dead writer of this host is
+    removed when the next stored table is published, a live writer's is kept; a bad value in the
+    second part leaves no temporary prefix behind."""
+    import s3fs
+
+    from tasks.kernels.passes import Passes, local_map
+    from tasks.tempfiles import temp_name
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    store = f"s3://{BUCKET}/parted-store"
+    child = subprocess.run([sys.executable, "-c", "from tasks.tempfiles import temp_name; "
+                            "print(temp_name('.tmp-', '.parquet'))"], capture_output=True, text=True, check=True,
+                           cwd=REPO)
+    dead, live = child.stdout.strip(), temp_name(".tmp-", ".parquet")
+    for name in (dead, live):
+        fs.pipe_file(f"{BUCKET}/parted-store/validated/{name}/part-00000.parquet", b"PAR1 half written")
+    spec, passes = ModelSpec(target="y", features=("x1", "x2")), Passes(local_map, 2)
+    with pytest.raises(UserInputError, match=r"column 'x1', row 65541: .*inf"):
+        prepare_data(spec, _parted_table(tmp_path, bad_row=65540), store, passes=passes)
+    fs.invalidate_cache()
+    assert sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{BUCKET}/parted-store/validated")) == sorted([dead, live])
+    stored = prepare_data(spec, _parted_table(tmp_path), store, passes=passes)
+    assert stored.parts == 2 and stored.path == f"{store}/validated/{stored.sha256}.parquet"
+    fs.invalidate_cache()
+    left = sorted(p.rsplit("/", 1)[-1] for p in fs.ls(f"{BUCKET}/parted-store/validated"))
+    assert left == sorted([live, f"{stored.sha256}.parquet"])
+    assert stored.sha256 == prepare_data(spec, _parted_table(tmp_path), tmp_path / "d").sha256
+
+
 def test_a_manifest_is_created_once_never_overwritten(s3):
     """The conditional create behind a version's manifest.json: a second writer of the same name fails
     (S3's If-None-Match: *) and the first one's bytes stay."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial, reduce
 
@@ -66,11 +67,16 @@ def estimate_epochs_needed(losses: np.ndarray, exact_mse: float, rel_diff: float
 def mse(design: Design, params: np.ndarray, passes: Passes = LOCAL) -> float:
     """Mean squared error of params on the design, residuals in double-double (as the exact fit's),
     in one streamed pass."""
+    return _mse_or_inf(params, lambda: residual_sum_squares(design, params, passes), design.n)
+
+
+def _mse_or_inf(params: np.ndarray, rss: Callable[[], float], n: int) -> float:
+    """rss() / n; inf where params are not finite or a residual is beyond float64."""
     if not np.all(np.isfinite(params)):
         return math.inf
     try:
         with np.errstate(all="ignore"):
-            return residual_sum_squares(design, params, passes) / design.n
+            return rss() / n
     except (ValueError, OverflowError):  # a residual beyond float64 (|params| near 1e150 and up)
         return math.inf
 
@@ -179,12 +185,7 @@ def compare_and_view(design: Design, exact: ExactFit, sgd: SGDResult, rtol: floa
     spec = view_spec(design, exact.params, sgd.params)
     parts = passes.over(partial(measure_part, spec, params_beta(sgd.params) if finite else None), design)
     view = reduce(FitView.merge, (v for _, v in parts))
-    sgd_mse = math.inf
-    if finite:
-        try:
-            sgd_mse = total_rss(reduce(dd.add, (s for s, _ in parts))) / design.n
-        except (ValueError, OverflowError):  # a residual beyond float64 (|params| near 1e150 and up)
-            pass
+    sgd_mse = _mse_or_inf(sgd.params, lambda: total_rss(reduce(dd.add, (s for s, _ in parts))), design.n)
     return compare_fits(design, exact, sgd, rtol, passes, sgd_mse), view
 
 
