@@ -14,10 +14,12 @@ import warnings
 
 import numpy as np
 import pytest
+import torch
 
 from tasks.config import TrainConfig
 from tasks.exact.fit import fit_exact
 from tasks.kernels.tsqr import design_geometry
+from tasks.training.epochs import LBFGS_PAIRS, TORCH_PAIR_MIN, LBFGSScale
 from tasks.training.setup import training_coordinates
 from tasks.training.stop_rule import NEAR
 from tasks.training.train import train_sgd
@@ -100,6 +102,29 @@ def test_lbfgs_with_its_defaults_stops_honestly_and_converges_where_float64_allo
     else:
         assert result.distance_floor <= 1e-8
         assert error <= RTOL
+
+
+def test_torch_lbfgs_keeps_a_curvature_pair_above_the_threshold_the_scale_is_set_against():
+    """LBFGSScale assumes torch's L-BFGS keeps a pair (s, y) only when y.s > TORCH_PAIR_MIN: read from
+    torch's own source, so that a torch that changes it fails here rather than slows L-BFGS down."""
+    import inspect
+
+    source = inspect.getsource(torch.optim.LBFGS.step)
+    assert f"if ys > {TORCH_PAIR_MIN:g}:" in source
+
+
+@pytest.mark.parametrize("largest, g2", [(1.0, 1e-20), (3.7e4, 1e-30), (2.0, 1e6), (5.0, 0.0)])
+def test_a_restart_scales_the_objective_so_that_its_steepest_descent_pair_counts(largest, g2):
+    """After a restart from steepest descent at a gradient of squared norm g2, the first step s = g / L
+    has y.s = scale |g|^2 / L on the scaled objective: at least LBFGS_PAIRS times torch's threshold
+    unless the ceiling stops it; the scale never shrinks and never passes the ceiling."""
+    scaling = LBFGSScale(initial=1e3, largest=largest, ceiling=1e150)
+    scale = scaling.at_restart(scaling.initial, g2)
+    assert scaling.initial <= scale <= scaling.ceiling
+    assert scale == scaling.ceiling or scale * g2 / largest >= LBFGS_PAIRS * TORCH_PAIR_MIN * (1 - 1e-15)
+    assert scaling.at_restart(scale, g2 * 1e10) == scale  # a larger gradient later keeps the scale
+    low = LBFGSScale(initial=1.0, largest=largest, ceiling=1e4)
+    assert low.at_restart(1.0, 1e-30) == 1e4
 
 
 @pytest.mark.parametrize("name", ["macrodata", *NIST_NAMES])

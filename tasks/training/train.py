@@ -27,7 +27,7 @@ from tasks.kernels.design import Design
 from tasks.kernels.passes import LOCAL, Passes
 from tasks.kernels.training_rows import HeldRows, StreamedRows
 from tasks.kernels.tsqr import Geometry, design_geometry
-from tasks.training.epochs import LBFGS_PAIRS, Epoch, Model, strategy
+from tasks.training.epochs import LBFGS_PAIRS, Epoch, LBFGSScale, Model, strategy
 from tasks.training.result import SGDResult
 from tasks.training.setup import (Coordinates, auto_lr, flat_linear, init_linear, make_optimizer, resolve_device,
                                   training_coordinates)
@@ -90,8 +90,10 @@ def _setup(design: Design, cfg: TrainConfig, geometry: Geometry | None, passes: 
     return _Setup(coords, lr, momentum, generator, Model(data, theta_y, grad, opt, lr, n), device)
 
 
-def _lbfgs_scale(coords: Coordinates, dtype: str) -> float:
-    return min(LBFGS_PAIRS / coords.curvature[1], torch.finfo(getattr(torch, dtype)).max ** 0.5)
+def _lbfgs_scale(coords: Coordinates, dtype: str) -> LBFGSScale:
+    L, mu = coords.curvature
+    ceiling = torch.finfo(getattr(torch, dtype)).max ** 0.5
+    return LBFGSScale(min(LBFGS_PAIRS / mu, ceiling), L, ceiling)
 
 
 @dataclass
@@ -142,7 +144,7 @@ def train_sgd(design: Design, cfg: TrainConfig, geometry: Geometry | None = None
     setup = _setup(design, cfg, geometry, passes)
     n, data = design.n, setup.model.data
     batch = cfg.batch_size if cfg.batch_size is not None and cfg.batch_size < n else None
-    scale = _lbfgs_scale(setup.coords, cfg.dtype) if cfg.optimizer == "lbfgs" else 1.0
+    scale = _lbfgs_scale(setup.coords, cfg.dtype) if cfg.optimizer == "lbfgs" else None
     epoch_fn = strategy(setup.model, cfg.optimizer, batch, setup.generator, scale, deadline, clock)
     pending: list[torch.Tensor] = []  # n times each epoch's loss, on the device until a check
     rule = StopRule(setup.coords, cfg.tol, rtol)
