@@ -2,7 +2,7 @@
 
 A pass (tasks/kernels/passes.py) is fn(part) for each part of the design, then a stable merge.
 `task_map` is a Mapper that submits each fn(part) as a Prefect task through the running flow's
-task runner; with a DaskTaskRunner (`task_runner`) they run on the cluster's workers, which read
+task runner; with a DaskTaskRunner (`cluster`) they run on the cluster's workers, which read
 their own row groups of the stored Parquet (the path must be visible to every worker). Results
 come back in part order, so the merge, and the answer, equal the single-machine pass.
 """
@@ -36,26 +36,17 @@ LOCAL_WORKERS = 2
 PROBE_TIMEOUT = 30.0
 
 
-def task_runner(address: str | None, n_workers: int = LOCAL_WORKERS,
-                timeout: float = PROBE_TIMEOUT) -> DaskTaskRunner:
-    """The task runner of `--dask [ADDRESS]`: the scheduler at ADDRESS (tcp://HOST:PORT, HOST:PORT
-    or a scheduler file *.json), checked now; a LocalCluster of n_workers processes when None.
-
-    Raises UserInputError (naming option --dask and the address) when no scheduler answers there
-    within timeout seconds or it has no worker by then.
-    """
-    if address is None:
-        return DaskTaskRunner(cluster_kwargs={
-            "n_workers": n_workers, "threads_per_worker": 1, "processes": True,
-            "dashboard_address": ":0",  # any free port: never clashes with another run's dashboard
-        })
+def scheduler(address: str, timeout: float = PROBE_TIMEOUT) -> str:
+    """The tcp://HOST:PORT of `--dask ADDRESS` (tcp://HOST:PORT, HOST:PORT or a scheduler file *.json),
+    checked now: UserInputError (naming option --dask and the address) when no scheduler answers
+    there within timeout seconds or it has no worker by then."""
     resolved = _scheduler_address(address)
     try:
         asyncio.run(_probe(resolved, timeout))
     except (OSError, TimeoutError) as exc:
         raise UserInputError(f"option --dask {address}: no Dask scheduler with a worker answered at "
                              f"{resolved} within {timeout:g} s ({exc})") from None
-    return DaskTaskRunner(address=resolved)
+    return resolved
 
 
 @contextmanager
@@ -64,20 +55,19 @@ def cluster(address: str | None, n_workers: int = LOCAL_WORKERS,
     """The cluster of a `linreg run --dask [ADDRESS]`, for the whole run: (the flow's task runner, the
     Passes of the ingest, which runs before the flow starts: its parts go to the workers directly).
 
-    The scheduler at ADDRESS (checked as task_runner checks it), or a LocalCluster of n_workers
-    processes started here and closed when the run ends, however it ends; the flow's task runner
-    connects to that same cluster (one start, not two)."""
+    The scheduler at ADDRESS (checked by `scheduler`), or a LocalCluster of n_workers processes
+    started here and closed when the run ends, however it ends; the flow's task runner connects to
+    that same cluster (one start, not two)."""
     local = None
     if address is None:
         local = distributed.LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                          dashboard_address=":0")  # any free port: never another run's
         resolved = local.scheduler_address
     else:
-        resolved = task_runner(address, timeout=timeout).address
+        resolved = scheduler(address, timeout)
     try:
         with distributed.Client(resolved, timeout=timeout, set_as_default=False) as client:
-            parts = max(1, 2 * sum(client.nthreads().values()))
-            yield DaskTaskRunner(address=resolved), Passes(partial(client_map, client), parts)
+            yield DaskTaskRunner(address=resolved), Passes(partial(client_map, client), _parts(client))
     finally:
         if local is not None:
             local.close()
@@ -114,14 +104,17 @@ async def _probe(address: str, timeout: float) -> None:
 def parts_for(runner: TaskRunner | None = None) -> int:
     """How many parts a pass uses under runner (default: the running flow's): two per thread of
     the Dask cluster (so a straggler holds up half a part, not a whole share), at least 1; 1 for
-    any other runner. Only for a started runner: for a DaskTaskRunner it connects (or starts the
-    local cluster) as its first task would."""
+    any other runner. Only for a started runner: for a DaskTaskRunner it connects to its cluster as
+    its first task would."""
     if runner is None:
         context = FlowRunContext.get()
         runner = context.task_runner if context else None
-    if not isinstance(runner, DaskTaskRunner):
-        return 1
-    return max(1, 2 * sum(runner.client.nthreads().values()))
+    return _parts(runner.client) if isinstance(runner, DaskTaskRunner) else 1
+
+
+def _parts(client: distributed.Client) -> int:
+    """Two parts per thread of the cluster's workers, at least 1."""
+    return max(1, 2 * sum(client.nthreads().values()))
 
 
 @task(name="pass-part", cache_policy=NO_CACHE, persist_result=False)

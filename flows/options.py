@@ -199,11 +199,12 @@ def preflight(config, passes=None):
     fast, in one line, before any write; the flow takes its result instead of reading again.
     passes: where its parts run (--dask: on the cluster's workers); None: here, in one piece."""
     from tasks.ingest.prepare import prepare_data
+    from tasks.kernels.passes import LOCAL
     from tasks.training.train import resolve_device
 
     resolve_device(config.train.device)
     prepared = prepare_data(config.model, config.data, config.data_dir, decimal=config.decimal,
-                            extra=config.carried, **({"passes": passes} if passes is not None else {}))
+                            extra=config.carried, passes=passes or LOCAL)
     _prepare_output_folder("--artifacts-dir", config.artifacts_dir)
     return prepared
 

@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.context import FlowRunContext
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from flows.dask import parts_for, task_map, task_runner
+from flows.dask import cluster, parts_for, scheduler, task_map
 from tasks.errors import UserInputError
 from tasks.kernels.design import Design, scaled_basis
 from tasks.kernels.passes import Passes
@@ -141,7 +141,8 @@ def test_a_local_cluster_of_two_worker_processes_gives_the_local_geometry(prefec
     path = _write_parquet(tmp_path)
     workers: set[int] = set()
     try:
-        out = geometry_flow.with_options(task_runner=task_runner(None))(path)
+        with cluster(None) as (runner, _):
+            out = geometry_flow.with_options(task_runner=runner)(path)
         workers = out["workers"]
         assert len(workers) == 2 and os.getpid() not in workers
         assert set(out["pids"]) <= workers and len(out["pids"]) == 8
@@ -150,7 +151,7 @@ def test_a_local_cluster_of_two_worker_processes_gives_the_local_geometry(prefec
         for key, degree in (("geometry", 1), ("polynomial", 3)):
             design = _parquet_design(path, degree)
             _assert_same_geometry(out[key], design_geometry(design), design)
-        # The flow run's end closes the cluster it started: its workers exit.
+        # The end of the run's cluster() closes the cluster it started: its workers exit.
         deadline = time.monotonic() + DEADLINE
         while any(psutil.pid_exists(pid) for pid in workers) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -211,16 +212,16 @@ def test_a_scheduler_address_runs_the_parts_of_a_pass_on_its_workers(prefect_har
     path = _write_parquet(tmp_path)
     scheduler_file = tmp_path / "scheduler.json"
     with _dask_processes(tmp_path) as start:
-        scheduler = start("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                          "--scheduler-file", str(scheduler_file))
-        address = _address_in(scheduler_file, scheduler)
+        process = start("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                        "--scheduler-file", str(scheduler_file))
+        address = _address_in(scheduler_file, process)
         with pytest.raises(UserInputError, match="no Dask scheduler with a worker"):
-            task_runner(address, timeout=1)  # none has joined yet
+            scheduler(address, timeout=1)  # none has joined yet
         worker = start("worker", address, "--no-nanny", "--nthreads", "1", "--no-dashboard", "--host",
                        "127.0.0.1", "--death-timeout", str(DEADLINE), "--local-directory", str(tmp_path / "w"))
-        runner = task_runner(str(scheduler_file), timeout=DEADLINE)  # waits for the worker
-        assert runner.address == address
-        out = geometry_flow.with_options(task_runner=runner)(path, nested=True)
+        assert scheduler(str(scheduler_file), timeout=DEADLINE) == address  # waits for the worker
+        with cluster(str(scheduler_file), timeout=DEADLINE) as (runner, _):
+            out = geometry_flow.with_options(task_runner=runner)(path, nested=True)
     assert out["workers"] == {worker.pid} and set(out["pids"]) == {worker.pid}
     assert out["parts"] == 2
     design = _parquet_design(path)
@@ -247,7 +248,7 @@ def test_a_bad_dask_address_is_a_user_error_naming_the_option_and_address(addres
         free = probe.getsockname()[1]
     address = address.format(free=free)
     with pytest.raises(UserInputError, match=f"^option --dask {address}: {says}"):
-        task_runner(address, timeout=1)
+        scheduler(address, timeout=1)
 
 
 def test_linreg_run_dask_runs_its_passes_on_a_local_cluster_and_gets_the_local_answer(tmp_path):
@@ -294,9 +295,9 @@ def test_linreg_run_dask_address_ingests_on_the_schedulers_worker(tmp_path):
                    path, row_group_size=50_000)
     scheduler_file = tmp_path / "scheduler.json"
     with _dask_processes(tmp_path) as start:
-        scheduler = start("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
-                          "--scheduler-file", str(scheduler_file))
-        address = _address_in(scheduler_file, scheduler)
+        process = start("scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+                        "--scheduler-file", str(scheduler_file))
+        address = _address_in(scheduler_file, process)
         start("worker", address, "--no-nanny", "--nthreads", "1", "--no-dashboard", "--host", "127.0.0.1",
               "--death-timeout", str(DEADLINE), "--local-directory", str(tmp_path / "w"))
         result = subprocess.run(

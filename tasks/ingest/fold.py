@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -20,6 +20,9 @@ from tasks.ingest.store import ContentHash
 from tasks.ingest.validate import DistinctValues
 from tasks.kernels.gram import GramSums
 from tasks.kernels.table import ColumnStats
+
+if TYPE_CHECKING:
+    from tasks.ingest.parts import PartResult
 
 STAGES = ("load", "validate", "store")
 
@@ -107,3 +110,16 @@ class Fold:
             self.digest.update(rows_t.T, {j: values[j] for j in text})
             if staged is not None:
                 staged.write(values)
+
+    def merge(self, part: PartResult) -> None:
+        """Add what a part of the table that follows these rows gathered (its chunk digests aside:
+        parts.ingest_parts adds those)."""
+        self.stats = self.stats.merge(part.stats)
+        count, first = part.missing
+        self.missing.count = [a + b for a, b in zip(self.missing.count, count)]
+        self.missing.first = [a if a is not None else b for a, b in zip(self.missing.first, first)]
+        self.levels.merge(part.levels)
+        self.distinct.seen.update(part.distinct)
+        if self.gram is not None:
+            self.gram.merge(part.gram)
+        self.dropped += part.dropped

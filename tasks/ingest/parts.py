@@ -130,15 +130,7 @@ def ingest_parts(fold: Fold, staged: PartsStaging, passes: Passes, clock: Clock)
     whole.digest.add_chunks(_rehash(staged, fold.stored, fold.text, passes) if realigned
                             else [d for r in results for d in r.digests])
     for result in results:
-        whole.stats = whole.stats.merge(result.stats)
-        count, first = result.missing
-        whole.missing.count = [a + b for a, b in zip(whole.missing.count, count)]
-        whole.missing.first = [a if a is not None else b for a, b in zip(whole.missing.first, first)]
-        whole.levels.merge(result.levels)
-        whole.distinct.seen.update(result.distinct)
-        if whole.gram is not None:
-            whole.gram.merge(result.gram)
-        whole.dropped += result.dropped
+        whole.merge(result)
     # The stages' seconds: the parts' wall time, shared as the parts spent their own.
     spent = {stage: sum(r.seconds.get(stage, 0.0) for r in results) for stage in STAGES}
     total = sum(spent.values()) or 1.0

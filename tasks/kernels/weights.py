@@ -149,6 +149,16 @@ class _WeighFold:
         self.mean, self.m2 = self.mean + d * (total / new), self.m2 + m2 + d * d * (self.total * (total / new))
         self.total = new
 
+    def merge(self, other: _WeighFold) -> None:
+        """Add what the weighting pass gathered from the rows that follow (another part's fold)."""
+        if not other.total:  # a part without rows: nothing to add (and Chan's update would divide by 0)
+            return
+        self.stats = self.stats.merge(other.stats)
+        self.cross = self.cross + other.cross
+        self.roots += other.roots
+        self.half_log += other.half_log
+        self.add(other.total, other.mean, other.m2)
+
 
 def _weigh_part(column: str, design: Design) -> _WeighFold:
     k, q = int(design.intercept), len(design.term_names)
@@ -176,12 +186,7 @@ def weigh(design: Design, column: str, passes: Passes = LOCAL) -> Weighting:
     folds = passes.over(partial(_weigh_part, column), design)
     whole = folds[0]
     for fold in folds[1:]:
-        if fold.total:
-            whole.stats = whole.stats.merge(fold.stats)
-            whole.cross = whole.cross + fold.cross
-            whole.roots += fold.roots
-            whole.half_log += fold.half_log
-            whole.add(fold.total, fold.mean, fold.m2)
+        whole.merge(fold)
     return Weighting(column, design.intercept, whole.stats, whole.total, tuple(map(float, whole.mean)),
                      tuple(map(float, whole.m2)), math.fsum(whole.half_log), tuple(map(float, whole.cross)),
                      math.fsum(whole.roots))
